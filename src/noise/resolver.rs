@@ -1,0 +1,148 @@
+//! snow's crypto resolver for veil: X25519 from aws-lc-rs, the static-static DH looked up from
+//! a per-interface table computed once per peer, and a seeded RNG so that handshakes can be
+//! replayed exactly in tests.
+//!
+//! Hash (BLAKE2s) and cipher (ChaCha20-Poly1305) of the handshake itself stay with snow's
+//! default resolver.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::crypto;
+
+/// DH(our static, peer static) for every known peer, computed when the peer is added.
+#[derive(Clone, Default)]
+pub struct StaticStaticTable {
+    owner: Zeroizing<[u8; 32]>,
+    shared: HashMap<[u8; 32], Zeroizing<[u8; 32]>>,
+}
+
+impl StaticStaticTable {
+    pub fn new(owner: &[u8; 32]) -> Self {
+        StaticStaticTable { owner: Zeroizing::new(*owner), shared: HashMap::new() }
+    }
+
+    /// Computes and stores DH(owner, peer); `false` if the result is zero (small-order key).
+    pub fn insert(&mut self, peer: &[u8; 32]) -> bool {
+        match crypto::x25519(&self.owner, peer) {
+            Ok(ss) => {
+                self.shared.insert(*peer, ss);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn remove(&mut self, peer: &[u8; 32]) {
+        self.shared.remove(peer);
+    }
+
+    fn lookup(&self, private: &[u8; 32], peer: &[u8]) -> Option<&[u8; 32]> {
+        if !bool::from(self.owner.ct_eq(private)) {
+            return None;
+        }
+        let key: &[u8; 32] = peer.get(..32)?.try_into().ok()?;
+        self.shared.get(key).map(|z| &**z)
+    }
+}
+
+/// One handshake's resolver: built fresh for every handshake with a seed from the interface RNG.
+pub struct Resolver {
+    seed: [u8; 32],
+    table: Arc<StaticStaticTable>,
+}
+
+impl Resolver {
+    pub fn new(seed: [u8; 32], table: Arc<StaticStaticTable>) -> Self {
+        Resolver { seed, table }
+    }
+}
+
+impl CryptoResolver for Resolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(SeededRng(ChaCha20Rng::from_seed(self.seed))))
+    }
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(X25519Dh {
+                private: Zeroizing::new([0u8; 32]),
+                public: [0u8; 32],
+                table: Some(self.table.clone()),
+            })),
+            _ => None,
+        }
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+struct SeededRng(ChaCha20Rng);
+
+impl Random for SeededRng {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+struct X25519Dh {
+    private: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+    /// Only consulted while `private` is the table's owner, i.e. for our static key.
+    table: Option<Arc<StaticStaticTable>>,
+}
+
+impl Dh for X25519Dh {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+    fn pub_len(&self) -> usize {
+        32
+    }
+    fn priv_len(&self) -> usize {
+        32
+    }
+    fn set(&mut self, privkey: &[u8]) {
+        self.private.copy_from_slice(privkey);
+        self.public = crypto::x25519_base(&self.private);
+    }
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        rng.try_fill_bytes(&mut self.private[..])?;
+        super::keys::clamp(&mut self.private);
+        self.public = crypto::x25519_base(&self.private);
+        self.table = None;
+        Ok(())
+    }
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+    fn privkey(&self) -> &[u8] {
+        &self.private[..]
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        if let Some(ss) = self.table.as_ref().and_then(|t| t.lookup(&self.private, pubkey)) {
+            out[..32].copy_from_slice(ss);
+            return Ok(());
+        }
+        // snow passes its whole key buffer; an X25519 key is its first 32 bytes.
+        let peer: &[u8; 32] = pubkey.get(..32).and_then(|k| k.try_into().ok()).ok_or(snow::Error::Dh)?;
+        let shared = crypto::x25519(&self.private, peer).map_err(|_| snow::Error::Dh)?;
+        out[..32].copy_from_slice(&shared[..]);
+        Ok(())
+    }
+}
