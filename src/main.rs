@@ -45,15 +45,20 @@ fn ipv4_packet(payload: &[u8]) -> Vec<u8> {
 fn demo() -> ExitCode {
     let start = Instant::now();
     let clock = WallClock::system();
-    let config = Config { rekey_after_time: Duration::from_secs(2), rekey_timeout: Duration::from_secs(1), ..Config::default() };
+    let config =
+        Config { rekey_after_time: Duration::from_secs(2), rekey_timeout: Duration::from_secs(1), ..Config::default() };
     let (ka, kb) = (StaticSecret::random(&mut OsRng), StaticSecret::random(&mut OsRng));
-    let (addr_a, addr_b): (SocketAddr, SocketAddr) = ("192.0.2.1:51820".parse().unwrap(), "192.0.2.2:51820".parse().unwrap());
+    let (addr_a, addr_b): (SocketAddr, SocketAddr) =
+        ("192.0.2.1:51820".parse().unwrap(), "192.0.2.2:51820".parse().unwrap());
     let mut a = Interface::new(ka.clone(), config.clone(), clock, seed());
     let mut b = Interface::new(kb.clone(), config, clock, seed());
     let pb = a.add_peer(kb.public_key()).expect("peer b");
     let pa = b.add_peer(ka.public_key()).expect("peer a");
     a.set_endpoint(pb, Some(addr_b)).unwrap();
-    println!("veil {} protocol demo (in memory; the netns tunnel demo arrives with the daemon)", env!("CARGO_PKG_VERSION"));
+    println!(
+        "veil {} protocol demo (in memory; the netns tunnel demo arrives with the daemon)",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("  a = {}\n  b = {}", ka.public_key().to_base64(), kb.public_key().to_base64());
     let (mut wa, mut wb) = (Wire::default(), Wire::default());
     let mut now = start;
