@@ -1,15 +1,17 @@
 //! The primitives WireGuard is built from, each behind one small function: X25519,
 //! BLAKE2s (hash, keyed MAC), ChaCha20-Poly1305 for data and XChaCha20-Poly1305 for cookies.
 //!
-//! X25519 and the data-path ChaCha20-Poly1305 come from aws-lc-rs (assembly-backed); the
-//! figures that decided it are in docs/performance.md.
+//! X25519 (aws-lc's raw function, through aws-lc-sys) and the data-path ChaCha20-Poly1305
+//! (ring) are assembly-backed; the figures that decided it are in docs/performance.md.
+//! The two `unsafe` calls below are the only FFI in the protocol core.
 
-use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use blake2::digest::{FixedOutput, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest, digest::consts::U16};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use std::mem::MaybeUninit;
+
 use zeroize::Zeroizing;
 
 /// Length of a Poly1305 tag.
@@ -21,21 +23,19 @@ pub struct DhError;
 
 /// X25519 of a private scalar and a peer's public key. Refuses an all-zero result.
 pub fn x25519(private: &[u8; 32], public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, DhError> {
-    let key = PrivateKey::from_private_key(&X25519, private).map_err(|_| DhError)?;
-    let peer = UnparsedPublicKey::new(&X25519, public);
-    agreement::agree(&key, peer, DhError, |secret| {
-        let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(secret);
-        Ok(out)
-    })
+    let mut out = Zeroizing::new([0u8; 32]);
+    // SAFETY: `X25519` reads exactly 32 bytes from each input and writes exactly 32 bytes to
+    // `out`; all three are live, non-overlapping 32-byte arrays for the whole call.
+    let ok = unsafe { aws_lc_sys::X25519(out.as_mut_ptr(), private.as_ptr(), public.as_ptr()) };
+    // aws-lc returns 0 when the result is all zero (a small-order public key).
+    if ok == 1 { Ok(out) } else { Err(DhError) }
 }
 
 /// The public key of a private scalar.
 pub fn x25519_base(private: &[u8; 32]) -> [u8; 32] {
-    let key = PrivateKey::from_private_key(&X25519, private).expect("32-byte X25519 key");
-    let public = key.compute_public_key().expect("X25519 public key");
     let mut out = [0u8; 32];
-    out.copy_from_slice(public.as_ref());
+    // SAFETY: reads 32 bytes from `private`, writes 32 bytes to `out`; both live 32-byte arrays.
+    unsafe { aws_lc_sys::X25519_public_from_private(out.as_mut_ptr(), private.as_ptr()) };
     out
 }
 
@@ -67,12 +67,21 @@ pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
 }
 
 /// A ChaCha20-Poly1305 key for transport data, nonce = 4 zero bytes || counter (LE).
-pub struct DataKey(LessSafeKey);
+///
+/// ring does not erase its key objects, so the key lives in a heap slot that this type wipes
+/// when it is dropped (the slot is `MaybeUninit`, so writing zeros over it is always sound).
+pub struct DataKey(Box<MaybeUninit<LessSafeKey>>);
 
 impl DataKey {
     pub fn new(key: &[u8; 32]) -> Self {
         let unbound = UnboundKey::new(&aead::CHACHA20_POLY1305, key).expect("32-byte key");
-        DataKey(LessSafeKey::new(unbound))
+        DataKey(Box::new(MaybeUninit::new(LessSafeKey::new(unbound))))
+    }
+
+    fn key(&self) -> &LessSafeKey {
+        // SAFETY: the slot is initialised in `new` and only wiped in `drop`, after which
+        // `self` is never used again.
+        unsafe { self.0.assume_init_ref() }
     }
 
     fn nonce(counter: u64) -> Nonce {
@@ -84,7 +93,7 @@ impl DataKey {
     /// Encrypts `in_out` in place and returns the tag.
     pub fn seal(&self, counter: u64, in_out: &mut [u8]) -> [u8; TAG_LEN] {
         let tag = self
-            .0
+            .key()
             .seal_in_place_separate_tag(Self::nonce(counter), Aad::empty(), in_out)
             .expect("ChaCha20-Poly1305 seal of a bounded buffer");
         let mut out = [0u8; TAG_LEN];
@@ -94,7 +103,24 @@ impl DataKey {
 
     /// Decrypts `in_out` (ciphertext followed by the tag) in place; returns the plaintext length.
     pub fn open(&self, counter: u64, in_out: &mut [u8]) -> Option<usize> {
-        self.0.open_in_place(Self::nonce(counter), Aad::empty(), in_out).ok().map(|p| p.len())
+        self.key().open_in_place(Self::nonce(counter), Aad::empty(), in_out).ok().map(|p| p.len())
+    }
+}
+
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        let slot = self.0.as_mut_ptr();
+        // SAFETY: the slot holds an initialised key (see `key`); it is dropped exactly once here
+        // and never read again.
+        unsafe { std::ptr::drop_in_place(slot) };
+        // SAFETY: the pointer covers exactly one `LessSafeKey` of owned heap memory, viewed as
+        // possibly-uninitialised bytes, for which any bit pattern is valid.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(slot.cast::<MaybeUninit<u8>>(), size_of::<LessSafeKey>()) };
+        for b in bytes.iter_mut() {
+            // SAFETY: `b` is a valid, aligned, exclusive reference; volatile keeps the wipe.
+            unsafe { std::ptr::write_volatile(b, MaybeUninit::new(0)) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -22,12 +22,17 @@ use super::crypto;
 #[derive(Clone, Default)]
 pub struct StaticStaticTable {
     owner: Zeroizing<[u8; 32]>,
+    owner_public: [u8; 32],
     shared: HashMap<[u8; 32], Zeroizing<[u8; 32]>>,
 }
 
 impl StaticStaticTable {
     pub fn new(owner: &[u8; 32]) -> Self {
-        StaticStaticTable { owner: Zeroizing::new(*owner), shared: HashMap::new() }
+        StaticStaticTable {
+            owner: Zeroizing::new(*owner),
+            owner_public: crypto::x25519_base(owner),
+            shared: HashMap::new(),
+        }
     }
 
     /// Computes and stores DH(owner, peer); `false` if the result is zero (small-order key).
@@ -119,7 +124,11 @@ impl Dh for X25519Dh {
     }
     fn set(&mut self, privkey: &[u8]) {
         self.private.copy_from_slice(privkey);
-        self.public = crypto::x25519_base(&self.private);
+        // Our static key's public half is known already: skip a scalar multiplication.
+        self.public = match &self.table {
+            Some(t) if bool::from(t.owner[..].ct_eq(&self.private[..])) => t.owner_public,
+            _ => crypto::x25519_base(&self.private),
+        };
     }
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
         rng.try_fill_bytes(&mut self.private[..])?;
