@@ -1,117 +1,127 @@
-//! The `veil` command. Until the daemon lands, `veil demo` shows the protocol core at work:
-//! two interfaces in one process, a handshake, data both ways and a rekey, on a virtual clock.
+//! The `veil` command: the tunnel daemon and its tools.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use rand_core::{OsRng, RngCore};
-use veil::noise::{Config, Interface, Output, PeerId, StaticSecret, WallClock};
+use clap::{Parser, Subcommand};
 
-#[derive(Default)]
-struct Wire {
-    sent: Vec<(SocketAddr, Vec<u8>)>,
-    delivered: Vec<(PeerId, Vec<u8>)>,
+/// veil: a user-space WireGuard tunnel.
+///
+/// With an interface name, runs the tunnel daemon for it (as `wireguard-go IFNAME` does):
+/// creates the TUN device and /var/run/wireguard/IFNAME.sock, goes to the background and serves
+/// `wg` requests. The subcommands below do everything else.
+#[derive(Parser)]
+#[command(
+    name = "veil",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)"
+)]
+struct Cli {
+    /// Stay in the foreground instead of detaching.
+    #[arg(short, long)]
+    foreground: bool,
+    /// The interface to create and serve.
+    interface: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-impl Output for Wire {
-    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.sent.push((to, datagram.to_vec()));
+#[derive(Subcommand)]
+enum Command {
+    /// Print a new private key (base64), like `wg genkey`.
+    Genkey,
+    /// Read a private key on standard input, print its public key, like `wg pubkey`.
+    Pubkey,
+    /// Print a new preshared key, like `wg genpsk`.
+    Genpsk,
+    /// Show interfaces as `wg show` does (all veil/wg userspace interfaces by default).
+    Show {
+        /// Only this interface.
+        interface: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring up an interface from a wg-quick config file (a path, or NAME for
+    /// /etc/wireguard/NAME.conf), as `wg-quick up` does, with veil as the implementation.
+    Up { config: String },
+    /// Take down an interface brought up with `veil up` (or wg-quick).
+    Down { config: String },
+    /// Bring up a tunnel between two network namespaces, send traffic through it, show the
+    /// peers, and clean up (needs root).
+    Demo,
+}
+
+fn report(what: &str, r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veil {what}: {e}");
+            ExitCode::FAILURE
+        }
     }
-    fn deliver(&mut self, peer: PeerId, packet: &[u8]) {
-        self.delivered.push((peer, packet.to_vec()));
-    }
 }
 
-fn seed() -> [u8; 32] {
-    let mut s = [0u8; 32];
-    OsRng.fill_bytes(&mut s);
-    s
-}
-
-fn ipv4_packet(payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut p = vec![0u8; 20];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 99, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 99, 0, 2]);
-    p.extend_from_slice(payload);
-    p
-}
-
-fn demo() -> ExitCode {
-    let start = Instant::now();
-    let clock = WallClock::system();
-    let config =
-        Config { rekey_after_time: Duration::from_secs(2), rekey_timeout: Duration::from_secs(1), ..Config::default() };
-    let (ka, kb) = (StaticSecret::random(&mut OsRng), StaticSecret::random(&mut OsRng));
-    let (addr_a, addr_b): (SocketAddr, SocketAddr) =
-        ("192.0.2.1:51820".parse().unwrap(), "192.0.2.2:51820".parse().unwrap());
-    let mut a = Interface::new(ka.clone(), config.clone(), clock, seed());
-    let mut b = Interface::new(kb.clone(), config, clock, seed());
-    let pb = a.add_peer(kb.public_key()).expect("peer b");
-    let pa = b.add_peer(ka.public_key()).expect("peer a");
-    a.set_endpoint(pb, Some(addr_b)).unwrap();
-    println!(
-        "veil {} protocol demo (in memory; the netns tunnel demo arrives with the daemon)",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!("  a = {}\n  b = {}", ka.public_key().to_base64(), kb.public_key().to_base64());
-    let (mut wa, mut wb) = (Wire::default(), Wire::default());
-    let mut now = start;
-    let mut delivered = 0usize;
-    for round in 0..5u32 {
-        let msg = format!("hello #{round} from a");
-        a.send(pb, &ipv4_packet(msg.as_bytes()), now, &mut wa).unwrap();
-        // Carry datagrams until both sides are quiet.
-        loop {
-            let (to_b, to_a) = (std::mem::take(&mut wa.sent), std::mem::take(&mut wb.sent));
-            if to_b.is_empty() && to_a.is_empty() {
-                break;
+fn show(interface: Option<String>, json: bool) -> ExitCode {
+    use veil::control::show;
+    let names = match interface {
+        Some(n) => vec![n],
+        None => show::interfaces(),
+    };
+    let mut failed = false;
+    let mut objects = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match show::query(name) {
+            Ok(info) if json => objects.push(show::render_json(&info)),
+            Ok(info) => {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", show::render_text(&info));
             }
-            for (dst, mut d) in to_b {
-                assert_eq!(dst, addr_b);
-                let r = b.receive(addr_a, &mut d, now, false, &mut wb);
-                println!("  b <- {:>3} bytes: {:?}", d.len(), r);
-            }
-            for (_, mut d) in to_a {
-                let r = a.receive(addr_b, &mut d, now, false, &mut wa);
-                println!("  a <- {:>3} bytes: {:?}", d.len(), r);
+            Err(e) => {
+                eprintln!("veil show: {e}");
+                failed = true;
             }
         }
-        for (_, p) in wb.delivered.drain(..) {
-            delivered += 1;
-            println!("  b delivered: {:?}", String::from_utf8_lossy(&p[20..]));
-        }
-        now += Duration::from_secs(1);
-        a.tick(now, &mut wa);
-        b.tick(now, &mut wb);
     }
-    let (sa, sb) = (a.stats(pb).unwrap(), b.stats(pa).unwrap());
-    println!("  a: {} handshakes, tx {} B, rx {} B", sa.handshakes_completed, sa.tx_bytes, sa.rx_bytes);
-    println!("  b: {} handshakes, tx {} B, rx {} B", sb.handshakes_completed, sb.tx_bytes, sb.rx_bytes);
-    if delivered == 5 && sa.handshakes_completed >= 2 {
-        println!("ok: 5 packets delivered across {} handshakes", sa.handshakes_completed);
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("demo failed: {delivered} of 5 packets delivered");
-        ExitCode::FAILURE
+    if json {
+        println!("[{}]", objects.join(","));
     }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("demo") | None => demo(),
-        Some("--version") | Some("-V") => {
-            println!("veil {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    match (cli.command, cli.interface) {
+        (Some(Command::Genkey), _) => {
+            println!("{}", veil::control::keys::genkey());
             ExitCode::SUCCESS
         }
-        Some(other) => {
-            eprintln!("veil: unknown command {other:?}; the daemon and CLI are not built yet (try `veil demo`)");
+        (Some(Command::Genpsk), _) => {
+            println!("{}", veil::control::keys::genpsk());
+            ExitCode::SUCCESS
+        }
+        (Some(Command::Pubkey), _) => match veil::control::keys::pubkey_stdio() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("veil pubkey: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        (Some(Command::Demo), _) => report("demo", veil::control::demo::run()),
+        (Some(Command::Up { config }), _) => report("up", veil::control::quick::up(&config)),
+        (Some(Command::Down { config }), _) => report("down", veil::control::quick::down(&config)),
+        (Some(Command::Show { interface, json }), _) => show(interface, json),
+        (None, Some(ifname)) => match veil::control::daemon::run(&ifname, cli.foreground) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("veil: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        (None, None) => {
+            eprintln!("veil: give an interface name to run the daemon, or a command (see `veil --help`)");
             ExitCode::from(2)
         }
     }

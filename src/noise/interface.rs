@@ -115,6 +115,27 @@ impl Interface {
         self.config = config;
     }
 
+    /// Replaces our static key. Every session and handshake is dropped (they were made with the
+    /// old key); peers, their settings and queued packets stay. A peer whose public key is the
+    /// new key's own public key is removed, since an interface cannot be its own peer.
+    pub fn set_private_key(&mut self, secret: StaticSecret) {
+        let public = secret.public_key();
+        if let Some(own) = self.by_key.get(&public).copied() {
+            let _ = self.remove_peer(own);
+        }
+        let mut table = StaticStaticTable::new(secret.as_bytes());
+        for key in self.by_key.keys() {
+            table.insert(key.as_bytes());
+        }
+        self.table = Arc::new(table);
+        self.checker = CookieChecker::new(&public, self.config.cookie_secret_lifetime);
+        self.secret = secret;
+        self.public = public;
+        for peer in self.peers.values_mut() {
+            peer.reset_sessions(&mut self.indices);
+        }
+    }
+
     pub fn add_peer(&mut self, public: PublicKey) -> Result<PeerId, PeerError> {
         if let Some(id) = self.by_key.get(&public) {
             return Err(PeerError::Duplicate(*id));

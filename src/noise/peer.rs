@@ -180,6 +180,16 @@ impl Peer {
         }
     }
 
+    /// Drops sessions and the handshake in flight (after a change of our static key).
+    pub(crate) fn reset_sessions(&mut self, indices: &mut IndexTable) {
+        self.release_indices(indices);
+        let interval = self.timers.persistent_interval();
+        self.timers.clear_all();
+        debug_assert_eq!(self.timers.persistent_interval(), interval);
+        self.handshake_attempts = 0;
+        self.last_initiation_sent = None;
+    }
+
     pub(crate) fn set_persistent_keepalive(
         &mut self,
         interval: Option<Duration>,

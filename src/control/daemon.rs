@@ -1,0 +1,152 @@
+//! `veil [-f] IFNAME`: create the TUN device and the UAPI socket, go to the background once both
+//! exist (a failure before that is the exit status of the command), then serve until a signal,
+//! the deletion of the TUN device or the removal of the socket file.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::device::Device;
+use crate::noise::Config;
+
+/// Where `wg` looks for userspace interfaces' sockets.
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+pub fn socket_path(ifname: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
+}
+
+/// Checks an interface name as the kernel would (1 to 15 bytes, no '/', no whitespace).
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains('/')
+        || name.chars().any(char::is_whitespace)
+        || name == "."
+        || name == ".."
+    {
+        return Err(format!("invalid interface name {name:?}: 1 to 15 characters, no '/' or spaces"));
+    }
+    Ok(())
+}
+
+/// Binds the UAPI socket, replacing a stale socket file but refusing one that is in use.
+fn bind_uapi(path: &Path) -> Result<UnixListener, String> {
+    std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("{} is in use by another process", path.display()));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
+    }
+    // SAFETY: umask only changes this process's file-creation mask; it cannot fail.
+    let old = unsafe { libc::umask(0o077) };
+    let r = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    r.map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
+/// Detaches into the background: the parent exits 0, the child continues in a new session
+/// with standard streams on /dev/null. Must be called before any thread is started.
+fn daemonize() -> Result<(), String> {
+    // SAFETY: called while the process is single-threaded (no device threads exist yet), so
+    // the child is a consistent copy.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
+    }
+    if pid > 0 {
+        // The parent: everything is ready, report success.
+        std::process::exit(0);
+    }
+    // SAFETY: setsid has no memory-safety preconditions.
+    unsafe { libc::setsid() };
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    Ok(())
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Protocol parameters from the environment, for tests and netns users who need a rekey every
+/// second: `VEIL_REKEY_AFTER_TIME_MS`, `VEIL_REJECT_AFTER_TIME_MS`, `VEIL_REKEY_TIMEOUT_MS`,
+/// `VEIL_KEEPALIVE_TIMEOUT_MS`, `VEIL_REKEY_ATTEMPT_TIME_MS`, `VEIL_REKEY_AFTER_MESSAGES`,
+/// `VEIL_REJECT_AFTER_MESSAGES`. Unset variables keep WireGuard's values.
+pub fn config_from_env() -> Result<Config, String> {
+    let mut c = Config::default();
+    let ms = |name: &str, slot: &mut Duration| -> Result<(), String> {
+        if let Ok(v) = std::env::var(name) {
+            let n: u64 = v.parse().map_err(|_| format!("{name}={v:?} is not a number of milliseconds"))?;
+            *slot = Duration::from_millis(n);
+        }
+        Ok(())
+    };
+    ms("VEIL_REKEY_AFTER_TIME_MS", &mut c.rekey_after_time)?;
+    ms("VEIL_REJECT_AFTER_TIME_MS", &mut c.reject_after_time)?;
+    ms("VEIL_REKEY_TIMEOUT_MS", &mut c.rekey_timeout)?;
+    ms("VEIL_KEEPALIVE_TIMEOUT_MS", &mut c.keepalive_timeout)?;
+    ms("VEIL_REKEY_ATTEMPT_TIME_MS", &mut c.rekey_attempt_time)?;
+    for (name, slot) in [
+        ("VEIL_REKEY_AFTER_MESSAGES", &mut c.rekey_after_messages),
+        ("VEIL_REJECT_AFTER_MESSAGES", &mut c.reject_after_messages),
+    ] {
+        if let Ok(v) = std::env::var(name) {
+            *slot = v.parse().map_err(|_| format!("{name}={v:?} is not a number"))?;
+        }
+    }
+    Ok(c)
+}
+
+/// Runs the daemon for `ifname`. Returns an error message when start-up fails.
+pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
+    check_ifname(ifname)?;
+    let config = config_from_env()?;
+    let path = socket_path(ifname);
+    let tun = tun_rs::DeviceBuilder::new()
+        .name(ifname)
+        .enable(false)
+        .build_sync()
+        .map_err(|e| format!("cannot create TUN device {ifname}: {e}"))?;
+    let listener = bind_uapi(&path)?;
+    let our_inode = inode(&path);
+    let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+    if !foreground {
+        daemonize()?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
+    let device = Device::start(tun, config).map_err(|e| format!("cannot start device: {e}"))?;
+    device.serve_uapi(listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+    eprintln!("veil: {ifname} is up, configure it with `wg set {ifname} ...` or `wg setconf {ifname} FILE`");
+    let reason = loop {
+        if stop.load(Ordering::SeqCst) {
+            break "signal".to_string();
+        }
+        if device.stopped() {
+            break device.exit_reason().unwrap_or_else(|| "stopped".into());
+        }
+        if inode(&path) != our_inode {
+            break format!("{} was removed", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    device.stop(&reason);
+    if inode(&path) == our_inode {
+        let _ = std::fs::remove_file(&path);
+    }
+    eprintln!("veil: {ifname} stopped: {reason}");
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The control layer: the daemon's life cycle, key commands, `show`, and `up`/`down`.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod keys;
+pub mod quick;
+pub mod show;

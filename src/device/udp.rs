@@ -1,0 +1,73 @@
+//! The outer UDP sockets: one IPv4 and (where the host has IPv6) one IPv6 socket on the same
+//! port, with large buffers and the interface's fwmark.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Socket buffer size asked for (the kernel caps it at net.core.{r,w}mem_max unless root).
+const BUFFER_BYTES: usize = 8 << 20;
+
+/// The pair of sockets bound to one port.
+pub struct Sockets {
+    pub v4: Option<UdpSocket>,
+    pub v6: Option<UdpSocket>,
+    pub port: u16,
+}
+
+fn open(domain: Domain, addr: SocketAddr, fwmark: u32) -> io::Result<UdpSocket> {
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if domain == Domain::IPV6 {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer still works.
+    let _ = s.set_recv_buffer_size(BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(BUFFER_BYTES);
+    if fwmark != 0 {
+        s.set_mark(fwmark)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+impl Sockets {
+    /// Binds both families to `port` (0 = any free port, the same for both where possible).
+    /// IPv6 is optional: a host without it gets an IPv4 socket only.
+    pub fn bind(port: u16, fwmark: u32) -> io::Result<Sockets> {
+        let v4 = open(Domain::IPV4, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into(), fwmark)?;
+        let port = v4.local_addr()?.port();
+        let v6 = match open(Domain::IPV6, SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into(), fwmark) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+            Err(_) => None,
+        };
+        Ok(Sockets { v4: Some(v4), v6, port })
+    }
+
+    /// Sends one datagram on the socket of the destination's family.
+    pub fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let sock = match to {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        };
+        match sock {
+            Some(s) => s.send_to(datagram, to),
+            None => Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this address family")),
+        }
+    }
+
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        for s in [self.v4.as_ref(), self.v6.as_ref()].into_iter().flatten() {
+            socket2::SockRef::from(s).set_mark(mark)?;
+        }
+        Ok(())
+    }
+
+    /// Wakes any thread blocked reading these sockets (they then see the shutdown).
+    pub fn shutdown(&self) {
+        for s in [self.v4.as_ref(), self.v6.as_ref()].into_iter().flatten() {
+            let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Read);
+        }
+    }
+}
