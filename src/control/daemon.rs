@@ -50,9 +50,40 @@ fn bind_uapi(path: &Path) -> Result<UnixListener, String> {
     r.map_err(|e| format!("cannot listen on {}: {e}", path.display()))
 }
 
-/// Detaches into the background: the parent exits 0, the child continues in a new session
-/// with standard streams on /dev/null. Must be called before any thread is started.
-fn daemonize() -> Result<(), String> {
+/// The child's side of a daemonized start: it reports success or failure to the waiting parent.
+struct Readiness(Option<std::fs::File>);
+
+impl Readiness {
+    /// Tells the parent that start-up finished; the parent then exits 0.
+    fn ready(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            use std::io::Write;
+            let _ = f.write_all(&[0]);
+        }
+    }
+
+    /// Tells the parent why start-up failed; the parent prints it and exits 1.
+    fn failed(&mut self, message: &str) {
+        if let Some(mut f) = self.0.take() {
+            use std::io::Write;
+            let _ = f.write_all(message.as_bytes());
+        }
+    }
+}
+
+/// Detaches into the background. The parent waits until the child reports that the device is
+/// running (exit 0) or why it is not (the message on stderr, exit 1); the child continues in a
+/// new session with standard streams on /dev/null. Must be called before any thread starts.
+fn daemonize() -> Result<Readiness, String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe failed: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created by pipe2 and are owned by nothing else.
+    let (mut rd, wr) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
     // SAFETY: called while the process is single-threaded (no device threads exist yet), so
     // the child is a consistent copy.
     let pid = unsafe { libc::fork() };
@@ -60,9 +91,17 @@ fn daemonize() -> Result<(), String> {
         return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
     }
     if pid > 0 {
-        // The parent: everything is ready, report success.
-        std::process::exit(0);
+        drop(wr);
+        let mut report = Vec::new();
+        let _ = rd.read_to_end(&mut report);
+        match report.as_slice() {
+            [0] => std::process::exit(0),
+            [] => eprintln!("veil: the daemon exited during start-up"),
+            m => eprintln!("veil: {}", String::from_utf8_lossy(m)),
+        }
+        std::process::exit(1);
     }
+    drop(rd);
     // SAFETY: setsid has no memory-safety preconditions.
     unsafe { libc::setsid() };
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
@@ -72,7 +111,7 @@ fn daemonize() -> Result<(), String> {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-    Ok(())
+    Ok(Readiness(Some(wr)))
 }
 
 fn inode(path: &Path) -> Option<u64> {
@@ -113,6 +152,9 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     check_ifname(ifname)?;
     let config = config_from_env()?;
     let path = socket_path(ifname);
+    if UnixStream::connect(&path).is_ok() {
+        return Err(format!("{ifname} is already running: {} answers", path.display()));
+    }
     let tun = tun_rs::DeviceBuilder::new()
         .name(ifname)
         .enable(false)
@@ -121,15 +163,25 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     let listener = bind_uapi(&path)?;
     let our_inode = inode(&path);
     let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
-    if !foreground {
-        daemonize()?;
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
-    }
-    let device = Device::start(tun, config).map_err(|e| format!("cannot start device: {e}"))?;
-    device.serve_uapi(listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+    let mut readiness = if foreground { Readiness(None) } else { daemonize()? };
+    let started = (|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+        }
+        let device = Device::start(tun, config).map_err(|e| format!("cannot start device: {e}"))?;
+        device.serve_uapi(listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+        Ok::<_, String>((stop, device))
+    })();
+    let (stop, device) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            readiness.failed(&e);
+            return Err(e);
+        }
+    };
+    readiness.ready();
     eprintln!("veil: {ifname} is up, configure it with `wg set {ifname} ...` or `wg setconf {ifname} FILE`");
     let reason = loop {
         if stop.load(Ordering::SeqCst) {

@@ -1,0 +1,309 @@
+//! Real tunnels between network namespaces: namespaces, veth links, daemons and tools, each
+//! cleaned up on drop. Everything here needs root; without it a test says so loudly, and under
+//! `CI=true` that is a failure.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// True when the test may run. Without root: a loud skip, or a panic under CI=true.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY-free check: the effective uid from /proc.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs root (network namespaces), and CI=true: this is a failure, not a skip");
+    }
+    eprintln!("\n!!!!! SKIPPED {test}: needs root for network namespaces; run the suite as root !!!!!\n");
+    false
+}
+
+/// Whether a tool is installed.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+}
+
+/// A short unique tag for names (interfaces, namespaces) so tests never collide.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{}{n}", std::process::id() % 10000)
+}
+
+pub fn veil_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_veil"))
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command and returns its output whatever the status.
+pub fn sh_out(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A network namespace, deleted on drop (with everything in it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = unique(tag);
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Netns { name }
+    }
+
+    /// Runs `cmd` inside the namespace.
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    pub fn sh_out(&self, cmd: &str) -> Output {
+        sh_out(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    /// `ping` from this namespace; true if all `count` replies came back.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        self.sh_out(&format!("ping -c {count} -i 0.2 -W 2 {addr}")).status.success()
+    }
+
+    /// Pings until one answer arrives (the first packets start the handshake).
+    pub fn ping_until(&self, addr: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.sh_out(&format!("ping -c 1 -W 1 {addr}")).status.success())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", self.name));
+        let _ = sh_out(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Joins two namespaces with a veth pair carrying `a_addrs`/`b_addrs` (CIDR strings), and waits
+/// until both ends are up.
+pub fn link(a: &Netns, b: &Netns, a_addrs: &[&str], b_addrs: &[&str]) -> (String, String) {
+    let (ea, eb) = (unique("va"), unique("vb"));
+    sh(&format!("ip link add {ea} netns {} type veth peer name {eb} netns {}", a.name, b.name));
+    for (ns, dev, addrs) in [(a, &ea, a_addrs), (b, &eb, b_addrs)] {
+        for addr in addrs {
+            let nodad = if addr.contains(':') { " nodad" } else { "" };
+            sh(&format!("ip -n {} addr add {addr} dev {dev}{nodad}", ns.name));
+        }
+        sh(&format!("ip -n {} link set {dev} up", ns.name));
+    }
+    for (ns, dev) in [(a, &ea), (b, &eb)] {
+        let ok = wait_until(Duration::from_secs(5), || {
+            ns.sh_out(&format!("cat /sys/class/net/{dev}/operstate")).stdout.starts_with(b"up")
+        });
+        assert!(ok, "{dev} did not come up");
+    }
+    (ea, eb)
+}
+
+/// A process killed (and reaped) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(ns: &Netns, cmd: &str, what: &str) -> Proc {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sh", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        Proc { child, what: what.to_string() }
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then up to `grace` for the process to exit on its own; true if it did.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        // `ip netns exec` and `sh -c exec` both exec, so the child pid is the program itself.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        wait_until(grace, || !self.running())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A polite stop first, so daemons remove their UAPI sockets.
+        if self.running() {
+            self.terminate(Duration::from_secs(3));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A key pair made with `veil genkey`/`veil pubkey`.
+pub struct Keys {
+    pub private: String,
+    pub public: String,
+}
+
+pub fn keys() -> Keys {
+    let private = sh(&format!("{} genkey", veil_bin().display())).trim().to_string();
+    let public = sh(&format!("echo {private} | {} pubkey", veil_bin().display())).trim().to_string();
+    Keys { private, public }
+}
+
+pub fn psk() -> String {
+    sh(&format!("{} genpsk", veil_bin().display())).trim().to_string()
+}
+
+/// Writes `content` to a fresh file under /tmp and returns its path (removed on drop).
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(content: &str) -> TempFile {
+        let path = std::env::temp_dir().join(unique("veil-test-"));
+        std::fs::write(&path, content).unwrap();
+        TempFile(path)
+    }
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A tunnel endpoint: some implementation's daemon in a namespace, configured with `wg`.
+pub struct Endpoint {
+    pub ifname: String,
+    pub proc: Proc,
+    pub keys: Keys,
+}
+
+/// Which implementation runs an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    Veil,
+    WireguardGo,
+    Boringtun,
+    Gotatun,
+}
+
+impl Impl {
+    pub fn available(self) -> bool {
+        match self {
+            Impl::Veil => true,
+            Impl::WireguardGo => have("wireguard-go"),
+            Impl::Boringtun => have("boringtun-cli"),
+            Impl::Gotatun => have("gotatun"),
+        }
+    }
+
+    fn command(self, ifname: &str, env: &str) -> String {
+        match self {
+            Impl::Veil => format!("env {env} {} -f {ifname}", veil_bin().display()),
+            Impl::WireguardGo => format!("env {env} wireguard-go -f {ifname}"),
+            Impl::Boringtun => format!("env {env} WG_SUDO=true boringtun-cli -f --disable-drop-privileges {ifname}"),
+            // gotatun 0.10 as root without a tty: getlogin() fails unless privilege dropping is off.
+            // One tokio worker: with several, restarting its connection on a reconfiguration (e.g.
+            // `wg set listen-port` after the key) races and kills the daemon ("channel closed").
+            Impl::Gotatun => {
+                format!("env {env} TOKIO_WORKER_THREADS=1 gotatun -f --disable-drop-privileges {ifname}")
+            }
+        }
+    }
+}
+
+/// Starts `imp` for a new interface in `ns`, waits for its socket, and gives the interface
+/// `addrs` and link up. `env` is extra `NAME=value` words for the daemon's environment.
+pub fn endpoint(ns: &Netns, imp: Impl, addrs: &[&str], env: &str) -> Endpoint {
+    let ifname = unique("wg");
+    let mut proc = Proc::spawn(ns, &imp.command(&ifname, env), &format!("{imp:?} {ifname}"));
+    let sock = format!("/var/run/wireguard/{ifname}.sock");
+    let up = wait_until(Duration::from_secs(10), || std::path::Path::new(&sock).exists());
+    if !up {
+        let _ = proc.child.kill();
+        let out = proc.child.wait_with_output_ref();
+        panic!("{imp:?} did not create {sock}: {out}");
+    }
+    let keys = keys();
+    let kf = TempFile::new(&keys.private);
+    ns.sh(&format!("wg set {ifname} private-key {}", kf.path()));
+    for a in addrs {
+        ns.sh(&format!("ip addr add {a} dev {ifname}"));
+    }
+    ns.sh(&format!("ip link set {ifname} mtu 1420 up"));
+    Endpoint { ifname, proc, keys }
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl WaitRef for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(e) = self.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Endpoint {
+    /// Adds `other` as a peer of this endpoint.
+    pub fn add_peer(&self, ns: &Netns, other: &Endpoint, allowed: &str, endpoint: Option<&str>, psk: Option<&str>) {
+        let mut cmd = format!("wg set {} peer {} allowed-ips {allowed}", self.ifname, other.keys.public);
+        if let Some(e) = endpoint {
+            cmd += &format!(" endpoint {e}");
+        }
+        let pf = psk.map(TempFile::new);
+        if let Some(f) = &pf {
+            cmd += &format!(" preshared-key {}", f.path());
+        }
+        ns.sh(&cmd);
+    }
+
+    pub fn listen(&self, ns: &Netns, port: u16) {
+        ns.sh(&format!("wg set {} listen-port {port}", self.ifname));
+    }
+}
