@@ -1,0 +1,413 @@
+//! Topologies and lifecycles beyond a plain pair: a hub forwarding between two spokes, a peer
+//! roaming to a new address and port mid-traffic, a TUN device moved into another namespace
+//! after start, and how the daemon ends (interface deleted, SIGTERM, socket removed, a second
+//! daemon for a served name).
+mod netns;
+use netns::*;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The UAPI socket of `ifname`.
+fn sock(ifname: &str) -> String {
+    format!("/var/run/wireguard/{ifname}.sock")
+}
+
+/// Whether `ifname` exists in `ns`.
+fn has_link(ns: &Netns, ifname: &str) -> bool {
+    sh_out(&format!("ip -n {} link show dev {ifname}", ns.name)).status.success()
+}
+
+/// `wg show IF transfer` (run from the host: the UAPI socket path is global), as
+/// public key -> (rx bytes, tx bytes).
+fn transfer(ifname: &str) -> HashMap<String, (u64, u64)> {
+    sh(&format!("wg show {ifname} transfer"))
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let key = w.next()?.to_string();
+            let rx = w.next()?.parse().ok()?;
+            let tx = w.next()?.parse().ok()?;
+            Some((key, (rx, tx)))
+        })
+        .collect()
+}
+
+/// `wg show IF endpoints`, as public key -> endpoint text ("(none)" when unknown).
+fn endpoints(ifname: &str) -> HashMap<String, String> {
+    sh(&format!("wg show {ifname} endpoints"))
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Pings `count` times with `size`-byte payloads; true only if every reply came back.
+fn ping_all(ns: &Netns, addr: &str, count: u32, size: u32) -> bool {
+    let out = ns.sh_out(&format!("ping -c {count} -s {size} -i 0.2 -W 2 {addr}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains(&format!(" {count} received"))
+}
+
+/// A namespace on a LAN behind `site`: `site` gets `gw`, the LAN host gets `host` and a default
+/// route via `gw`, and `site` forwards.
+fn lan_behind(site: &Netns, gw: &str, host: &str) -> Netns {
+    let lan = Netns::new("lan");
+    link(site, &lan, &[gw], &[host]);
+    site.sh("sysctl -qw net.ipv4.ip_forward=1");
+    lan.sh(&format!("ip route add default via {}", gw.split('/').next().unwrap()));
+    lan
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Hub and spoke
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hub_and_spoke_spoke_to_spoke_traffic_goes_through_the_hub() {
+    if !require_root("hub_and_spoke_spoke_to_spoke_traffic_goes_through_the_hub") {
+        return;
+    }
+    let (hub, s1, s2) = (Netns::new("hub"), Netns::new("sp1"), Netns::new("sp2"));
+    // Two separate underlay links; the spokes share no link and have no routes to each other.
+    link(&hub, &s1, &["10.81.1.1/24"], &["10.81.1.2/24"]);
+    link(&hub, &s2, &["10.81.2.1/24"], &["10.81.2.2/24"]);
+    hub.sh("sysctl -qw net.ipv4.ip_forward=1");
+    // The subnets behind the spokes: 192.168.1.0/24 behind s1, 192.168.2.0/24 behind s2.
+    let lan1 = lan_behind(&s1, "192.168.1.254/24", "192.168.1.1/24");
+    let lan2 = lan_behind(&s2, "192.168.2.254/24", "192.168.2.1/24");
+
+    let h = endpoint(&hub, Impl::Veil, &["10.77.0.1/24"], "");
+    let a = endpoint(&s1, Impl::Veil, &["10.77.0.2/24"], "");
+    let b = endpoint(&s2, Impl::Veil, &["10.77.0.3/24"], "");
+    h.listen(&hub, 51820);
+    a.listen(&s1, 51821);
+    b.listen(&s2, 51822);
+    h.add_peer(&hub, &a, "10.77.0.2/32,192.168.1.0/24", None, None);
+    h.add_peer(&hub, &b, "10.77.0.3/32,192.168.2.0/24", None, None);
+    a.add_peer(&s1, &h, "10.77.0.0/24,192.168.2.0/24", Some("10.81.1.1:51820"), None);
+    b.add_peer(&s2, &h, "10.77.0.0/24,192.168.1.0/24", Some("10.81.2.1:51820"), None);
+    hub.sh(&format!("ip route add 192.168.1.0/24 dev {}", h.ifname));
+    hub.sh(&format!("ip route add 192.168.2.0/24 dev {}", h.ifname));
+    s1.sh(&format!("ip route add 192.168.2.0/24 dev {}", a.ifname));
+    s2.sh(&format!("ip route add 192.168.1.0/24 dev {}", b.ifname));
+
+    // No direct path between the spokes: no underlay route, and each spoke knows only the hub.
+    assert!(!s1.sh_out("ip route get 10.81.2.2").status.success(), "s1 has an underlay route to s2");
+    assert!(!s2.sh_out("ip route get 10.81.1.2").status.success(), "s2 has an underlay route to s1");
+    assert_eq!(sh(&format!("wg show {} peers", a.ifname)).trim(), h.keys.public, "s1's only peer is the hub");
+    assert_eq!(sh(&format!("wg show {} peers", b.ifname)).trim(), h.keys.public, "s2's only peer is the hub");
+
+    // Each spoke reaches the hub first, so the hub learns both endpoints.
+    assert!(s1.ping_until("10.77.0.1", Duration::from_secs(10)), "s1 -> hub");
+    assert!(s2.ping_until("10.77.0.1", Duration::from_secs(10)), "s2 -> hub");
+
+    let (count, size) = (5u32, 1000u32);
+    let least = u64::from(count * size);
+    for (from, to, what) in [
+        (&s1, "10.77.0.3", "s1 -> s2 tunnel address"),
+        (&s1, "192.168.2.1", "s1 -> host on the subnet behind s2"),
+        (&s2, "192.168.1.1", "s2 -> host on the subnet behind s1"),
+        (&lan1, "192.168.2.1", "host behind s1 -> host behind s2"),
+        (&lan2, "10.77.0.2", "host behind s2 -> s1 tunnel address"),
+    ] {
+        let before = transfer(&h.ifname);
+        assert!(ping_all(from, to, count, size), "{what}: not every ping came back");
+        let after = transfer(&h.ifname);
+        let grew = |key: &str| {
+            let (b, a) = (before[key], after[key]);
+            (a.0 - b.0, a.1 - b.1)
+        };
+        let (rx1, tx1) = grew(&a.keys.public);
+        let (rx2, tx2) = grew(&b.keys.public);
+        // Requests and replies both crossed the hub: received from one spoke and sent to the
+        // other, each way, at least the ICMP payload bytes.
+        for (n, dir) in [(rx1, "hub rx from s1"), (tx1, "hub tx to s1"), (rx2, "hub rx from s2"), (tx2, "hub tx to s2")]
+        {
+            assert!(n >= least, "{what}: {dir} grew by {n} bytes, expected at least {least}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Roaming
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows() {
+    if !require_root("roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows") {
+        return;
+    }
+    let (na, nb) = (Netns::new("rma"), Netns::new("rmb"));
+    let (_, vb) = link(&na, &nb, &["10.82.0.1/24"], &["10.82.0.2/24"]);
+    let a = endpoint(&na, Impl::Veil, &["10.77.0.1/24"], "");
+    let b = endpoint(&nb, Impl::Veil, &["10.77.0.2/24"], "");
+    a.listen(&na, 51820);
+    b.listen(&nb, 51821);
+    // A has no endpoint for B: it learns it from B's packets.
+    a.add_peer(&na, &b, "10.77.0.2/32", None, None);
+    b.add_peer(&nb, &a, "10.77.0.1/32", Some("10.82.0.1:51820"), None);
+
+    assert!(nb.ping_until("10.77.0.1", Duration::from_secs(10)), "b -> a before roaming");
+    let learned = wait_until(Duration::from_secs(5), || {
+        endpoints(&a.ifname).get(&b.keys.public).map(String::as_str) == Some("10.82.0.2:51821")
+    });
+    assert!(learned, "a did not learn b's endpoint: {:?}", endpoints(&a.ifname));
+
+    // Traffic running: a bounded ping stream from B (at most 300 pings, 30 s), its replies
+    // counted from its line-buffered output.
+    let log = TempFile::new("");
+    let cmd = format!("stdbuf -oL ping -c 300 -i 0.1 -W 1 10.77.0.1 >{}", log.path());
+    let mut stream = Proc::spawn(&nb, &cmd, "ping stream");
+    let replies = || std::fs::read_to_string(log.path()).unwrap_or_default().matches("bytes from").count();
+    assert!(wait_until(Duration::from_secs(10), || replies() >= 3), "the ping stream got no replies before roaming");
+
+    // B roams: new underlay address, new listen port.
+    nb.sh(&format!("ip addr del 10.82.0.2/24 dev {vb}"));
+    nb.sh(&format!("ip addr add 10.82.0.3/24 dev {vb}"));
+    b.listen(&nb, 51831);
+    assert!(stream.running(), "the ping stream ended before the roam was complete");
+    let at_roam = replies();
+
+    // The same stream gets replies again, and A's endpoint for B follows.
+    let resumed = wait_until(Duration::from_secs(10), || replies() >= at_roam + 5);
+    assert!(resumed, "the running ping stream got no replies after roaming ({} then {})", at_roam, replies());
+    assert!(stream.running(), "the ping stream ended before the check");
+    let followed = wait_until(Duration::from_secs(10), || {
+        endpoints(&a.ifname).get(&b.keys.public).map(String::as_str) == Some("10.82.0.3:51831")
+    });
+    assert!(followed, "a's endpoint for b did not follow to 10.82.0.3:51831: {:?}", endpoints(&a.ifname));
+    assert!(ping_all(&nb, "10.77.0.1", 3, 56), "b -> a after roaming");
+    assert!(ping_all(&na, "10.77.0.2", 3, 56), "a -> b after roaming");
+    assert!(stream.terminate(Duration::from_secs(5)), "the ping stream did not stop");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. TUN moved into another namespace
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
+    if !require_root("tun_moved_to_another_namespace_after_start_still_carries_traffic") {
+        return;
+    }
+    let (nx, ny, np) = (Netns::new("mvx"), Netns::new("mvy"), Netns::new("mvp"));
+    // The underlay joins X and the peer; Y has nothing but the moved TUN.
+    link(&nx, &np, &["10.83.0.1/24"], &["10.83.0.2/24"]);
+    let m = endpoint(&nx, Impl::Veil, &[], "");
+    let p = endpoint(&np, Impl::Veil, &["10.77.0.2/24"], "");
+    p.listen(&np, 51821);
+    p.add_peer(&np, &m, "10.77.0.1/32", None, None);
+
+    nx.sh(&format!("ip link set {} netns {}", m.ifname, ny.name));
+    assert!(!has_link(&nx, &m.ifname), "the TUN is still in X");
+    assert!(has_link(&ny, &m.ifname), "the TUN did not arrive in Y");
+    let links = ny.sh("ip -o link show");
+    assert_eq!(links.lines().count(), 2, "Y should hold only lo and the TUN:\n{links}");
+    ny.sh(&format!("ip addr add 10.77.0.1/24 dev {}", m.ifname));
+    ny.sh(&format!("ip link set {} mtu 1420 up", m.ifname));
+
+    // The daemon (its UDP and UAPI sockets in X) is configured after the move, with `wg` run
+    // outside both namespaces: the socket path is global.
+    assert!(Path::new(&sock(&m.ifname)).exists(), "the UAPI socket is gone");
+    sh(&format!("wg set {} listen-port 51820", m.ifname));
+    sh(&format!("wg set {} peer {} allowed-ips 10.77.0.2/32 endpoint 10.83.0.2:51821", m.ifname, p.keys.public));
+    let show = sh(&format!("wg show {} peers", m.ifname));
+    assert_eq!(show.trim(), p.keys.public, "wg show after the move");
+
+    assert!(ny.ping_until("10.77.0.2", Duration::from_secs(10)), "Y -> peer through the moved TUN");
+    assert!(ping_all(&ny, "10.77.0.2", 3, 56), "Y -> peer");
+    assert!(ping_all(&np, "10.77.0.1", 3, 56), "peer -> Y");
+    let t = transfer(&m.ifname)[&p.keys.public];
+    assert!(t.0 > 0 && t.1 > 0, "the moved interface's tunnel counters did not move: {t:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Daemon lifecycle
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `veil -f IF`, a child of the test.
+    Foreground,
+    /// `veil IF`: forks, the command returns once the daemon is ready.
+    Daemonized,
+}
+
+/// A veil daemon for a fresh interface in `ns`, in either mode.
+struct Daemon {
+    ifname: String,
+    pid: u32,
+    /// The child in foreground mode.
+    proc: Option<Proc>,
+}
+
+/// Whether process `pid` has fully exited. A daemonized veil is reparented to PID 1, which in
+/// some containers never reaps, so a zombie counts as gone, but only once all its threads are
+/// gone too: the leader of a multithreaded process shows as a zombie while its other threads
+/// still exit, and its descriptors (the TUN) close only with the last of them.
+fn pid_gone(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    // The state follows the ")" closing the command name.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    matches!(state, Some("Z") | Some("X")) && threads <= 1
+}
+
+impl Daemon {
+    fn start(ns: &Netns, mode: Mode) -> Daemon {
+        let ifname = unique("wgl");
+        let veil = veil_bin();
+        let (pid, proc) = match mode {
+            Mode::Foreground => {
+                let proc = Proc::spawn(ns, &format!("{} -f {ifname}", veil.display()), &format!("veil -f {ifname}"));
+                let up = wait_until(Duration::from_secs(10), || Path::new(&sock(&ifname)).exists());
+                assert!(up, "veil -f {ifname} did not create its socket");
+                (proc.child.id(), Some(proc))
+            }
+            Mode::Daemonized => {
+                // Returns only once the TUN and the socket exist.
+                let out = ns.sh_out(&format!("{} {ifname}", veil.display()));
+                assert!(out.status.success(), "veil {ifname} failed: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(Path::new(&sock(&ifname)).exists(), "veil {ifname} returned before its socket existed");
+                let pids = sh(&format!("ip netns pids {}", ns.name));
+                let pids: Vec<u32> = pids.split_whitespace().map(|p| p.parse().unwrap()).collect();
+                assert_eq!(pids.len(), 1, "expected exactly the daemon in {}: {pids:?}", ns.name);
+                let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", pids[0])).unwrap_or_default();
+                assert!(cmdline.contains(&ifname), "pid {} is not veil {ifname}: {cmdline:?}", pids[0]);
+                (pids[0], None)
+            }
+        };
+        assert!(has_link(ns, &ifname), "{ifname} was not created");
+        Daemon { ifname, pid, proc }
+    }
+
+    fn gone(&mut self) -> bool {
+        match &mut self.proc {
+            Some(p) => !p.running(),
+            None => pid_gone(self.pid),
+        }
+    }
+
+    /// Waits (bounded) for the daemon to exit, then checks that nothing of it is left: no
+    /// process, no process in its namespace, no socket file, no interface.
+    fn assert_exits_cleanly(&mut self, ns: &Netns, mode: Mode, after: &str) {
+        let exited = wait_until(Duration::from_secs(10), || self.gone());
+        assert!(exited, "{mode:?}: veil {} still running 10 s after {after}", self.ifname);
+        assert!(pid_gone(self.pid), "{mode:?}: process {} left after {after}", self.pid);
+        let pids = sh(&format!("ip netns pids {}", ns.name));
+        assert!(pids.trim().is_empty(), "{mode:?}: processes left in {} after {after}: {pids}", ns.name);
+        assert!(!Path::new(&sock(&self.ifname)).exists(), "{mode:?}: socket file left after {after}");
+        assert!(!has_link(ns, &self.ifname), "{mode:?}: interface {} left after {after}", self.ifname);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Proc cleans up after itself; a daemonized one is killed if a test failed midway.
+        if self.proc.is_none() && !pid_gone(self.pid) {
+            let _ = sh_out(&format!("kill -9 {}", self.pid));
+        }
+    }
+}
+
+#[test]
+fn daemon_exits_cleanly_when_its_interface_is_deleted() {
+    if !require_root("daemon_exits_cleanly_when_its_interface_is_deleted") {
+        return;
+    }
+    for mode in [Mode::Foreground, Mode::Daemonized] {
+        let ns = Netns::new("lcd");
+        let mut d = Daemon::start(&ns, mode);
+        ns.sh(&format!("ip link del {}", d.ifname));
+        d.assert_exits_cleanly(&ns, mode, "ip link del");
+    }
+}
+
+#[test]
+fn daemon_exits_cleanly_on_sigterm() {
+    if !require_root("daemon_exits_cleanly_on_sigterm") {
+        return;
+    }
+    for mode in [Mode::Foreground, Mode::Daemonized] {
+        let ns = Netns::new("lct");
+        let mut d = Daemon::start(&ns, mode);
+        sh(&format!("kill -TERM {}", d.pid));
+        d.assert_exits_cleanly(&ns, mode, "SIGTERM");
+    }
+}
+
+#[test]
+fn daemon_exits_cleanly_when_its_socket_is_removed() {
+    if !require_root("daemon_exits_cleanly_when_its_socket_is_removed") {
+        return;
+    }
+    for mode in [Mode::Foreground, Mode::Daemonized] {
+        let ns = Netns::new("lcs");
+        let mut d = Daemon::start(&ns, mode);
+        std::fs::remove_file(sock(&d.ifname)).unwrap();
+        d.assert_exits_cleanly(&ns, mode, "removing the socket");
+    }
+}
+
+#[test]
+fn second_daemon_for_a_served_interface_fails_and_the_first_keeps_working() {
+    if !require_root("second_daemon_for_a_served_interface_fails_and_the_first_keeps_working") {
+        return;
+    }
+    let (na, nb, nz) = (Netns::new("sda"), Netns::new("sdb"), Netns::new("sdz"));
+    link(&na, &nb, &["10.84.0.1/24"], &["10.84.0.2/24"]);
+    let mut a = endpoint(&na, Impl::Veil, &["10.77.0.1/24"], "");
+    let b = endpoint(&nb, Impl::Veil, &["10.77.0.2/24"], "");
+    a.listen(&na, 51820);
+    b.listen(&nb, 51821);
+    a.add_peer(&na, &b, "10.77.0.2/32", Some("10.84.0.2:51821"), None);
+    b.add_peer(&nb, &a, "10.77.0.1/32", None, None);
+    assert!(na.ping_until("10.77.0.2", Duration::from_secs(10)), "tunnel before the second start");
+
+    // Same name in the same namespace (the TUN exists there), and in another namespace (only the
+    // global socket path collides); both foreground and daemonized.
+    for ns in [&na, &nz] {
+        for flag in ["-f ", ""] {
+            let cmd = format!("timeout 10 {} {flag}{}", veil_bin().display(), a.ifname);
+            let out = ns.sh_out(&cmd);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "in {}: `{cmd}` succeeded for a served interface", ns.name);
+            assert_ne!(out.status.code(), Some(124), "in {}: `{cmd}` hung", ns.name);
+            assert!(
+                err.contains(&a.ifname) && ["already", "in use", "busy"].iter().any(|w| err.contains(w)),
+                "in {}: `{cmd}` gave no clear message: {err:?}",
+                ns.name
+            );
+            assert!(!has_link(&nz, &a.ifname), "a failed start left {} in the other namespace", a.ifname);
+            let stray = sh(&format!("ip netns pids {}", nz.name));
+            assert!(stray.trim().is_empty(), "a failed start left a process: {stray}");
+        }
+    }
+
+    // The first daemon is untouched: running, its socket in place and answering, tunnel up.
+    assert!(a.proc.running(), "the first daemon exited");
+    assert!(Path::new(&sock(&a.ifname)).exists(), "the first daemon's socket was removed");
+    assert_eq!(sh(&format!("wg show {} peers", a.ifname)).trim(), b.keys.public);
+    assert!(ping_all(&na, "10.77.0.2", 3, 56), "a -> b after the failed starts");
+    assert!(ping_all(&nb, "10.77.0.1", 3, 56), "b -> a after the failed starts");
+}
+
+#[test]
+fn daemon_exits_cleanly_when_the_namespace_its_tun_moved_to_is_deleted() {
+    if !require_root("daemon_exits_cleanly_when_the_namespace_its_tun_moved_to_is_deleted") {
+        return;
+    }
+    let nx = Netns::new("lcx");
+    let ny = Netns::new("lcy");
+    let mut d = Daemon::start(&nx, Mode::Foreground);
+    nx.sh(&format!("ip link set {} netns {}", d.ifname, ny.name));
+    assert!(has_link(&ny, &d.ifname), "the TUN did not arrive in Y");
+    assert!(sh_out(&format!("wg show {}", d.ifname)).status.success(), "wg show after the move");
+    // Deleting Y destroys the TUN in it; the daemon, in X, must notice and end.
+    drop(ny);
+    d.assert_exits_cleanly(&nx, Mode::Foreground, "deleting the namespace holding its TUN");
+}
