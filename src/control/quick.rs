@@ -3,17 +3,21 @@
 //!
 //! Up: PreUp hooks, start the daemon, configure it over its socket, addresses, MTU, link up,
 //! routes for the allowed IPs (a /0 gets wg-quick's fwmark policy routing), PostUp hooks. Any
-//! failure removes the interface again, so nothing is left half-configured. Down: PreDown
-//! hooks, policy rules removed, interface deleted (the daemon exits with it), PostDown hooks.
+//! failure (a failing PostUp hook included) removes the interface again, so nothing is left
+//! half-configured. Without `MTU`, the MTU is wg-quick's: the largest MTU of the routes to the
+//! endpoints (else of the default route, else 1500) minus 80. Down: PreDown hooks, the file
+//! rewritten from the live device if `SaveConfig = true`, policy rules removed, interface
+//! deleted (the daemon exits with it), PostDown hooks.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::config::{self, Config};
+use super::config::{self, Config, Key32, PeerSection};
 use super::daemon::{check_ifname, socket_path};
 use super::show::uapi_request;
+use crate::noise::keys::parse_hex_key;
 
 /// The routing table and fwmark wg-quick uses for a default route when Table is not given.
 const DEFAULT_TABLE: u32 = 51820;
@@ -96,6 +100,43 @@ fn start_daemon(ifname: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The MTU of a route as `ip route get` / `ip route show` prints it: its own `mtu`, else its
+/// device's.
+fn route_mtu(route: &str) -> Option<u32> {
+    let after = |text: &str, key: &str| -> Option<String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).map(|w| w.to_string())
+    };
+    if let Some(mtu) = after(route, "mtu").and_then(|m| m.parse().ok()) {
+        return Some(mtu);
+    }
+    link_mtu(&after(route, "dev")?)
+}
+
+/// A link's MTU, from `ip link show`.
+fn link_mtu(dev: &str) -> Option<u32> {
+    let out = output("ip", &["link", "show", "dev", dev]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words.iter().position(|w| *w == "mtu").and_then(|i| words.get(i + 1)).and_then(|m| m.parse().ok())
+}
+
+/// wg-quick's MTU when none is configured: the largest MTU of the routes to the peers'
+/// endpoints, else of the default route, else 1500; minus 80 bytes of WireGuard overhead.
+fn auto_mtu(endpoints: &[SocketAddr]) -> u32 {
+    let mut mtu = endpoints
+        .iter()
+        .filter_map(|e| route_mtu(&output("ip", &["route", "get", &e.ip().to_string()])))
+        .max()
+        .unwrap_or(0);
+    if mtu == 0 {
+        mtu = route_mtu(output("ip", &["route", "show", "default"]).lines().next().unwrap_or("")).unwrap_or(0);
+    }
+    if mtu == 0 {
+        mtu = 1500;
+    }
+    mtu.saturating_sub(80)
+}
+
 fn table_of(cfg: &Config) -> Option<String> {
     match cfg.interface.table.as_deref() {
         Some("off") => None,
@@ -122,7 +163,9 @@ fn add_default_route(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(),
 
 fn bring_up(cfg: &Config, ifname: &str) -> Result<(), String> {
     start_daemon(ifname)?;
-    let set = cfg.to_uapi_set(&|e| resolve(e)).map_err(|e| e.to_string())?;
+    let endpoints = std::cell::RefCell::new(Vec::new());
+    let set =
+        cfg.to_uapi_set(&|e| resolve(e).inspect(|a| endpoints.borrow_mut().push(*a))).map_err(|e| e.to_string())?;
     eprintln!("[#] configure {ifname} over its socket");
     match uapi_request(ifname, &format!("set=1\n{set}\n"))? {
         0 => {}
@@ -131,7 +174,7 @@ fn bring_up(cfg: &Config, ifname: &str) -> Result<(), String> {
     for addr in &cfg.interface.addresses {
         run("ip", &[family(addr), "address", "add", &addr.to_string(), "dev", ifname])?;
     }
-    let mtu = cfg.interface.mtu.unwrap_or(1420).to_string();
+    let mtu = cfg.interface.mtu.unwrap_or_else(|| auto_mtu(&endpoints.borrow())).to_string();
     run("ip", &["link", "set", "mtu", &mtu, "up", "dev", ifname])?;
     if !cfg.interface.dns.is_empty() {
         eprintln!("[!] DNS= is not applied by veil (no resolvconf integration); set it by hand if needed");
@@ -173,7 +216,12 @@ pub fn up(arg: &str) -> Result<(), String> {
         teardown(&cfg, &ifname);
         return Err(e);
     }
-    hooks(&cfg.interface.post_up, &ifname)?;
+    // As wg-quick (its EXIT trap): a failing PostUp hook takes the interface down again.
+    if let Err(e) = hooks(&cfg.interface.post_up, &ifname) {
+        eprintln!("[!] {e}; removing {ifname}");
+        teardown(&cfg, &ifname);
+        return Err(e);
+    }
     Ok(())
 }
 
@@ -219,7 +267,92 @@ pub fn down(arg: &str) -> Result<(), String> {
         return Err(format!("{ifname} is not a running interface"));
     }
     hooks(&cfg.interface.pre_down, &ifname)?;
+    if cfg.interface.save_config {
+        save_config(&cfg, &path, &ifname)?;
+    }
     teardown(&cfg, &ifname);
     hooks(&cfg.interface.post_down, &ifname)?;
     Ok(())
+}
+
+/// The device's own configuration (keys, port, fwmark, peers), read with `get=1`.
+fn device_config(ifname: &str) -> Result<Config, String> {
+    use std::io::{BufRead, Write};
+    let path = socket_path(ifname);
+    let mut conn = std::os::unix::net::UnixStream::connect(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    conn.write_all(b"get=1\n\n").map_err(|e| e.to_string())?;
+    let key = |v: &str| parse_hex_key(v).ok().filter(|k| k.iter().any(|&b| b != 0)).map(|k| Key32::from_bytes(*k));
+    let mut cfg = Config::default();
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let mut reader = std::io::BufReader::new(conn);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(|e| format!("{ifname}: {e}"))? == 0 {
+            return Err(format!("{ifname}: incomplete answer to get"));
+        }
+        let Some((k, v)) = line.trim_end().split_once('=') else { continue };
+        let peer = cfg.peers.last_mut();
+        match (k, peer) {
+            ("errno", _) if v == "0" => return Ok(cfg),
+            ("errno", _) => return Err(format!("{ifname}: get failed with errno {v}")),
+            ("private_key", _) => cfg.interface.private_key = key(v),
+            ("listen_port", _) => cfg.interface.listen_port = v.parse().ok().filter(|&p| p != 0),
+            ("fwmark", _) => cfg.interface.fwmark = v.parse().ok().filter(|&m| m != 0),
+            ("public_key", _) => cfg.peers.push(PeerSection {
+                public_key: key(v).ok_or_else(|| format!("{ifname}: bad public key in get"))?,
+                preshared_key: None,
+                allowed_ips: Vec::new(),
+                endpoint: None,
+                persistent_keepalive: None,
+            }),
+            ("preshared_key", Some(p)) => p.preshared_key = key(v),
+            ("endpoint", Some(p)) => p.endpoint = Some(v.to_string()),
+            ("persistent_keepalive_interval", Some(p)) => p.persistent_keepalive = v.parse().ok().filter(|&s| s != 0),
+            ("allowed_ip", Some(p)) => p.allowed_ips.extend(v.parse::<ipnet::IpNet>().ok()),
+            _ => {}
+        }
+    }
+}
+
+/// `SaveConfig = true`, as wg-quick does it before `down` deletes the interface: the file is
+/// rewritten with the device's current keys, port, fwmark and peers, the interface's current
+/// global addresses (and current MTU, if the file sets one), and the file's other wg-quick
+/// settings. Written to a temporary file (mode 0600) and renamed over the original.
+fn save_config(cfg: &Config, path: &Path, ifname: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    eprintln!("[#] save the configuration of {ifname} to {}", path.display());
+    let mut saved = device_config(ifname)?;
+    let (now, before) = (&mut saved.interface, &cfg.interface);
+    now.addresses = output("ip", &["-o", "address", "show", "dev", ifname, "scope", "global"])
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
+            words.get(i + 1)?.parse().ok()
+        })
+        .collect();
+    now.mtu = before.mtu.map(|m| link_mtu(ifname).unwrap_or(m));
+    now.dns = before.dns.clone();
+    now.table = before.table.clone();
+    now.pre_up = before.pre_up.clone();
+    now.post_up = before.post_up.clone();
+    now.pre_down = before.pre_down.clone();
+    now.post_down = before.post_down.clone();
+    now.save_config = true;
+    let text = zeroize::Zeroizing::new(saved.to_text().map_err(|e| format!("{}: {e}", path.display()))?);
+    let tmp = path.with_extension("conf.tmp");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot save {}: {e}", path.display())
+    })
 }

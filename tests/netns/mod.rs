@@ -105,6 +105,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // A polite stop first so daemons still inside remove their UAPI sockets, then force.
+        let pids = || sh_out(&format!("ip netns pids {}", self.name)).stdout;
+        if !pids().is_empty() {
+            let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -TERM", self.name));
+            wait_until(Duration::from_secs(3), || pids().is_empty());
+        }
         let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", self.name));
         let _ = sh_out(&format!("ip netns del {}", self.name));
     }
@@ -215,6 +221,21 @@ pub struct Endpoint {
     pub ifname: String,
     pub proc: Proc,
     pub keys: Keys,
+    pub imp: Impl,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Stop the daemon now rather than with the struct's fields, so the check below sees it gone.
+        if self.proc.running() {
+            self.proc.terminate(Duration::from_secs(3));
+        }
+        // Some peer implementations leave their socket behind when stopped; veil must not, and
+        // the lifecycle tests check that, so only other implementations' files are tidied here.
+        if self.imp != Impl::Veil {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
+        }
+    }
 }
 
 /// Which implementation runs an endpoint.
@@ -270,7 +291,7 @@ pub fn endpoint(ns: &Netns, imp: Impl, addrs: &[&str], env: &str) -> Endpoint {
         ns.sh(&format!("ip addr add {a} dev {ifname}"));
     }
     ns.sh(&format!("ip link set {ifname} mtu 1420 up"));
-    Endpoint { ifname, proc, keys }
+    Endpoint { ifname, proc, keys, imp }
 }
 
 trait WaitRef {

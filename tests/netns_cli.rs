@@ -1,0 +1,1121 @@
+//! The command-line side of veil inside network namespaces: wg-quick with veil as its userspace
+//! implementation, `veil up`/`veil down` with the configurations in examples/, the `wg` tool
+//! against veil's UAPI socket (show, showconf/setconf, set, syncconf, raw UAPI semantics, a
+//! 200,000-prefix get), and bad input of every kind (configs, hooks, UAPI lines, keys, names,
+//! UDP garbage).
+mod netns;
+
+use netns::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use veil::control::config::Key32;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The text of a file in examples/.
+fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// An example adapted to a test: every `Endpoint = ...` line replaced by `endpoint` (if given),
+/// and `extra` lines added at the end of the `[Interface]` section (before the first `[Peer]`).
+fn adapt(text: &str, endpoint: Option<&str>, extra: &[String]) -> String {
+    let mut out = String::new();
+    let mut added = false;
+    for line in text.lines() {
+        if line.trim() == "[Peer]" && !added {
+            for e in extra {
+                out.push_str(e);
+                out.push('\n');
+            }
+            out.push('\n');
+            added = true;
+        }
+        match endpoint {
+            Some(ep) if line.trim_start().starts_with("Endpoint") => out.push_str(&format!("Endpoint = {ep}\n")),
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert!(added || extra.is_empty(), "no [Peer] section to put {extra:?} before");
+    out
+}
+
+/// A fresh directory under /tmp, removed on drop. Configs are written here as `IFNAME.conf`.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let path = std::env::temp_dir().join(unique("veil-cli-"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// Writes `IFNAME.conf` (mode 0600, as wg-quick prefers) and returns its path.
+    fn conf(&self, ifname: &str, text: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(format!("{ifname}.conf"));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sock(ifname: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"))
+}
+
+fn link_exists(ns: &Netns, ifname: &str) -> bool {
+    sh_out(&format!("ip -n {} link show dev {ifname}", ns.name)).status.success()
+}
+
+/// Pids of veil daemons in `ns` serving `ifname` (by their command line).
+fn veil_daemons(ns: &Netns, ifname: &str) -> Vec<u32> {
+    let pids = sh_out(&format!("ip netns pids {}", ns.name));
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> =
+                cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            exe.file_name().is_some_and(|n| n == "veil") && args.iter().any(|a| a == ifname)
+        })
+        .collect()
+}
+
+/// Asserts the interface, its socket and its daemon exist.
+fn assert_running(ns: &Netns, ifname: &str) {
+    assert!(link_exists(ns, ifname), "{ifname} should exist in {}", ns.name);
+    assert!(sock(ifname).exists(), "{} should exist", sock(ifname).display());
+    assert_eq!(veil_daemons(ns, ifname).len(), 1, "one veil daemon should serve {ifname}");
+}
+
+/// Asserts (after at most 10 s for the daemon to notice) that the interface, its socket and
+/// its daemon are gone.
+fn assert_gone(ns: &Netns, ifname: &str) {
+    wait_until(Duration::from_secs(10), || {
+        !link_exists(ns, ifname) && !sock(ifname).exists() && veil_daemons(ns, ifname).is_empty()
+    });
+    assert!(!link_exists(ns, ifname), "{ifname} still exists in {}", ns.name);
+    assert!(!sock(ifname).exists(), "{} still exists", sock(ifname).display());
+    assert_eq!(veil_daemons(ns, ifname), Vec::<u32>::new(), "a veil daemon for {ifname} is still running");
+}
+
+/// `ip -4 rule` and `ip -6 rule` in `ns`, together.
+fn rules(ns: &Netns) -> String {
+    ns.sh("ip -4 rule show") + &ns.sh("ip -6 rule show")
+}
+
+/// The rules a fresh namespace has: nothing but the three defaults per family.
+fn assert_default_rules(ns: &Netns) {
+    let r = rules(ns);
+    assert!(!r.contains("fwmark"), "a fwmark rule is left:\n{r}");
+    assert!(!r.contains("suppress_prefixlength"), "a suppress_prefixlength rule is left:\n{r}");
+    assert!(!r.contains("51820"), "a rule for table 51820 is left:\n{r}");
+}
+
+fn mtu(ns: &Netns, ifname: &str) -> u32 {
+    let out = ns.sh(&format!("ip link show dev {ifname}"));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "mtu").expect("mtu in ip link output");
+    words[i + 1].parse().unwrap()
+}
+
+/// Runs `cmd` in `ns` and returns (success, stdout + stderr).
+fn run_in(ns: &Netns, cmd: &str) -> (bool, String) {
+    let out = ns.sh_out(cmd);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn veil() -> String {
+    veil_bin().display().to_string()
+}
+
+/// Whether wg-quick is installed; says so loudly when it is not.
+fn have_wg_quick(test: &str) -> bool {
+    if have("wg-quick") {
+        return true;
+    }
+    eprintln!("\n!!!!! SKIPPED {test}: wg-quick is not installed !!!!!\n");
+    false
+}
+
+/// wg-quick in `ns` with veil as the userspace implementation.
+fn wg_quick(ns: &Netns, verb: &str, conf: &str) {
+    let (ok, out) = run_in(ns, &format!("env WG_QUICK_USERSPACE_IMPLEMENTATION={} wg-quick {verb} {conf}", veil()));
+    assert!(ok, "wg-quick {verb} {conf} failed:\n{out}");
+}
+
+fn veil_up(ns: &Netns, conf: &str) {
+    let (ok, out) = run_in(ns, &format!("{} up {conf}", veil()));
+    assert!(ok, "veil up {conf} failed:\n{out}");
+}
+
+fn veil_down(ns: &Netns, conf: &str) {
+    let (ok, out) = run_in(ns, &format!("{} down {conf}", veil()));
+    assert!(ok, "veil down {conf} failed:\n{out}");
+}
+
+/// An address on `ns`'s loopback: a network only reachable through the tunnel from the other
+/// side.
+fn lan(ns: &Netns, addr: &str) {
+    ns.sh(&format!("ip addr add {addr} dev lo"));
+}
+
+/// One raw UAPI request; returns the whole answer.
+fn uapi(ifname: &str, request: &str) -> String {
+    let mut s = UnixStream::connect(sock(ifname)).unwrap_or_else(|e| panic!("connect {ifname}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The errno of a UAPI answer.
+fn errno(answer: &str) -> i32 {
+    let line = answer.lines().rev().find(|l| l.starts_with("errno=")).unwrap_or_else(|| panic!("no errno: {answer}"));
+    line["errno=".len()..].parse().unwrap()
+}
+
+fn set(ifname: &str, body: &str) -> i32 {
+    errno(&uapi(ifname, &format!("set=1\n{body}\n")))
+}
+
+fn get(ifname: &str) -> String {
+    let a = uapi(ifname, "get=1\n\n");
+    assert_eq!(errno(&a), 0, "get failed: {a}");
+    a
+}
+
+fn hex(b64: &str) -> String {
+    Key32::from_base64(b64).unwrap_or_else(|| panic!("not a key: {b64}")).to_hex()
+}
+
+/// The values of `key` in the part of a get answer that belongs to the peer `pub_hex` (or to the
+/// interface if `None`).
+fn field(answer: &str, peer: Option<&str>, key: &str) -> Vec<String> {
+    let mut current: Option<String> = None;
+    let mut out = Vec::new();
+    for line in answer.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        if k == "public_key" {
+            current = Some(v.to_string());
+            continue;
+        }
+        if k == key && current.as_deref() == peer {
+            out.push(v.to_string());
+        }
+    }
+    out
+}
+
+fn peers(answer: &str) -> Vec<String> {
+    answer.lines().filter_map(|l| l.strip_prefix("public_key=")).map(str::to_string).collect()
+}
+
+/// The latest handshake of `peer` as (sec, nsec) from a raw get.
+fn handshake(ifname: &str, peer_b64: &str) -> (u64, u32) {
+    let a = get(ifname);
+    let p = Some(hex(peer_b64));
+    let sec = field(&a, p.as_deref(), "last_handshake_time_sec")[0].parse().unwrap();
+    let nsec = field(&a, p.as_deref(), "last_handshake_time_nsec")[0].parse().unwrap();
+    (sec, nsec)
+}
+
+/// Two namespaces on veth (10.50.0.1 / 10.50.0.2, plus 10.50.0.3 on b), a veil daemon in each
+/// (tunnel 10.9.0.1 / 10.9.0.2, ports 51820 / 51821), a knowing b's endpoint.
+/// (Fields drop in order: the daemons stop politely, removing their sockets, before the
+/// namespaces go.)
+struct Pair {
+    a: Endpoint,
+    b: Endpoint,
+    na: Netns,
+    nb: Netns,
+}
+
+fn pair() -> Pair {
+    let (na, nb) = (Netns::new("cla"), Netns::new("clb"));
+    link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24", "10.50.0.3/24"]);
+    let a = endpoint(&na, Impl::Veil, &["10.9.0.1/24"], "");
+    let b = endpoint(&nb, Impl::Veil, &["10.9.0.2/24"], "");
+    a.listen(&na, 51820);
+    b.listen(&nb, 51821);
+    a.add_peer(&na, &b, "10.9.0.2/32", Some("10.50.0.2:51821"), None);
+    b.add_peer(&nb, &a, "10.9.0.1/32", None, None);
+    Pair { a, b, na, nb }
+}
+
+impl Pair {
+    /// Pings until the session is up, then checks that it carries traffic.
+    fn established(&self) {
+        assert!(self.na.ping_until("10.9.0.2", Duration::from_secs(15)), "a -> b through the tunnel");
+        assert!(self.na.ping("10.9.0.2", 2), "a -> b again");
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. wg-quick with veil
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wg_quick_site_to_site_with_veil() {
+    if !require_root("wg_quick_site_to_site_with_veil") || !have_wg_quick("wg_quick_site_to_site_with_veil") {
+        return;
+    }
+    let (na, nb) = (Netns::new("qa"), Netns::new("qb"));
+    link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24"]);
+    lan(&nb, "10.200.2.1/24");
+    let dir = TempDir::new();
+    let (ia, ib) = (unique("wqa"), unique("wqb"));
+    let ca = dir.conf(&ia, &adapt(&example("site-a.conf"), Some("10.50.0.2:51820"), &[]));
+    let cb = dir.conf(&ib, &adapt(&example("site-b.conf"), Some("10.50.0.1:51820"), &[]));
+    wg_quick(&na, "up", &ca);
+    wg_quick(&nb, "up", &cb);
+    assert_running(&na, &ia);
+    assert_running(&nb, &ib);
+    assert!(na.ping_until("10.100.0.2", Duration::from_secs(15)), "a -> b tunnel address");
+    assert!(na.ping("10.100.0.2", 3), "a -> b tunnel address");
+    assert!(nb.ping("10.100.0.1", 3), "b -> a tunnel address");
+    assert!(na.ping("fd00:100::2", 3), "a -> b tunnel address over IPv6");
+    assert!(na.ping("10.200.2.1", 3), "a -> b's LAN through the tunnel");
+    assert_eq!(mtu(&na, &ia), 1380, "MTU from the config");
+    wg_quick(&na, "down", &ca);
+    wg_quick(&nb, "down", &cb);
+    assert_gone(&na, &ia);
+    assert_gone(&nb, &ib);
+}
+
+#[test]
+fn wg_quick_full_tunnel_with_veil() {
+    if !require_root("wg_quick_full_tunnel_with_veil") || !have_wg_quick("wg_quick_full_tunnel_with_veil") {
+        return;
+    }
+    let (na, nb) = (Netns::new("qfa"), Netns::new("qfb"));
+    link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24"]);
+    // Only reachable from a through the tunnel: a has no route to it otherwise.
+    lan(&nb, "198.51.100.7/32");
+    assert!(!na.ping("198.51.100.7", 1), "198.51.100.7 must not be reachable outside the tunnel");
+    let dir = TempDir::new();
+    let (ic, is) = (unique("wqc"), unique("wqs"));
+    let cc = dir.conf(&ic, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &[]));
+    let cs = dir.conf(&is, &example("full-tunnel-server.conf"));
+    wg_quick(&nb, "up", &cs);
+    wg_quick(&na, "up", &cc);
+    assert_running(&na, &ic);
+    let r = rules(&na);
+    assert!(r.contains("not from all fwmark 0xca6c lookup 51820"), "wg-quick's fwmark rule:\n{r}");
+    assert_eq!(na.sh(&format!("wg show {ic} fwmark")).trim(), "0xca6c", "veil took the fwmark");
+    assert!(na.ping_until("10.101.0.1", Duration::from_secs(15)), "client -> server tunnel address");
+    assert!(na.ping("10.101.0.1", 3), "client -> server tunnel address");
+    assert!(na.ping("198.51.100.7", 3), "client -> an address only reachable through the tunnel");
+    assert!(na.ping("fd00:101::1", 3), "client -> server tunnel address over IPv6");
+    wg_quick(&na, "down", &cc);
+    wg_quick(&nb, "down", &cs);
+    assert_gone(&na, &ic);
+    assert_gone(&nb, &is);
+    assert_default_rules(&na);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. veil up / veil down with the examples
+// ---------------------------------------------------------------------------------------------
+
+/// PreUp/PostUp/PreDown/PostDown hooks that touch `DIR/%i.HOOK`.
+fn hook_lines(dir: &TempDir) -> Vec<String> {
+    ["PreUp", "PostUp", "PreDown", "PostDown"]
+        .iter()
+        .map(|h| format!("{h} = touch {}/%i.{}", dir.path(), h.to_lowercase()))
+        .collect()
+}
+
+fn hooks_ran(dir: &TempDir, ifname: &str) -> Vec<&'static str> {
+    ["preup", "postup", "predown", "postdown"]
+        .into_iter()
+        .filter(|h| dir.file(&format!("{ifname}.{h}")).exists())
+        .collect()
+}
+
+#[test]
+fn veil_up_down_site_to_site_examples() {
+    if !require_root("veil_up_down_site_to_site_examples") {
+        return;
+    }
+    let (na, nb) = (Netns::new("ua"), Netns::new("ub"));
+    link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24"]);
+    lan(&nb, "10.200.2.1/24");
+    lan(&na, "10.200.1.1/24");
+    let dir = TempDir::new();
+    let (ia, ib) = (unique("vua"), unique("vub"));
+    let ca = dir.conf(&ia, &adapt(&example("site-a.conf"), Some("10.50.0.2:51820"), &hook_lines(&dir)));
+    let cb = dir.conf(&ib, &adapt(&example("site-b.conf"), Some("10.50.0.1:51820"), &[]));
+    veil_up(&na, &ca);
+    assert_eq!(hooks_ran(&dir, &ia), ["preup", "postup"], "after up: PreUp and PostUp ran, with %i = {ia}");
+    veil_up(&nb, &cb);
+    assert_running(&na, &ia);
+    assert_running(&nb, &ib);
+    assert_eq!(mtu(&na, &ia), 1380, "MTU from the config");
+    let routes = na.sh(&format!("ip -4 route show dev {ia}"));
+    for want in ["10.200.2.0/24", "10.100.0.2 ", "10.100.0.0/24"] {
+        assert!(routes.contains(want), "route {want} for {ia}:\n{routes}");
+    }
+    let routes6 = na.sh(&format!("ip -6 route show dev {ia}"));
+    assert!(routes6.contains("fd00:100::2 "), "IPv6 route for the allowed IP:\n{routes6}");
+    let addrs = na.sh(&format!("ip addr show dev {ia}"));
+    assert!(addrs.contains("10.100.0.1/24") && addrs.contains("fd00:100::1/64"), "addresses:\n{addrs}");
+    assert!(na.ping_until("10.100.0.2", Duration::from_secs(15)), "a -> b tunnel address");
+    assert!(na.ping("10.100.0.2", 3), "a -> b");
+    assert!(nb.ping("10.100.0.1", 3), "b -> a");
+    assert!(na.ping("fd00:100::2", 3), "a -> b over IPv6");
+    assert!(na.ping("10.200.2.1", 3), "a -> b's LAN");
+    assert!(nb.ping("10.200.1.1", 3), "b -> a's LAN");
+    veil_down(&na, &ca);
+    assert_eq!(hooks_ran(&dir, &ia), ["preup", "postup", "predown", "postdown"], "after down: all four hooks ran");
+    veil_down(&nb, &cb);
+    assert_gone(&na, &ia);
+    assert_gone(&nb, &ib);
+    let left = na.sh("ip route show table all");
+    assert!(!left.contains(&ia), "routes left for {ia}:\n{left}");
+}
+
+#[test]
+fn veil_up_down_full_tunnel_examples() {
+    if !require_root("veil_up_down_full_tunnel_examples") {
+        return;
+    }
+    let (na, nb) = (Netns::new("ufa"), Netns::new("ufb"));
+    link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24"]);
+    lan(&nb, "198.51.100.7/32");
+    assert!(!na.ping("198.51.100.7", 1), "198.51.100.7 must not be reachable outside the tunnel");
+    let dir = TempDir::new();
+    let (ic, is) = (unique("vuc"), unique("vus"));
+    let cc = dir.conf(&ic, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &hook_lines(&dir)));
+    let cs = dir.conf(&is, &example("full-tunnel-server.conf"));
+    veil_up(&nb, &cs);
+    veil_up(&na, &cc);
+    assert_running(&na, &ic);
+    assert_eq!(hooks_ran(&dir, &ic), ["preup", "postup"]);
+    let r4 = na.sh("ip -4 rule show");
+    let r6 = na.sh("ip -6 rule show");
+    for r in [&r4, &r6] {
+        assert!(r.contains("not from all fwmark 0xca6c lookup 51820"), "fwmark rule:\n{r}");
+        assert!(r.contains("from all lookup main suppress_prefixlength 0"), "suppress rule:\n{r}");
+    }
+    let t4 = na.sh("ip -4 route show table 51820");
+    assert!(t4.contains(&format!("default dev {ic}")), "default route in table 51820:\n{t4}");
+    let t6 = na.sh("ip -6 route show table 51820");
+    assert!(t6.contains(&format!("default dev {ic}")), "IPv6 default route in table 51820:\n{t6}");
+    assert_eq!(na.sh(&format!("wg show {ic} fwmark")).trim(), "0xca6c", "the tunnel's own packets are marked");
+    assert!(na.ping_until("10.101.0.1", Duration::from_secs(15)), "client -> server tunnel address");
+    assert!(na.ping("10.101.0.1", 3), "client -> server");
+    assert!(na.ping("198.51.100.7", 3), "client -> an address only reachable through the tunnel");
+    assert!(na.ping("fd00:101::1", 3), "client -> server over IPv6");
+    veil_down(&na, &cc);
+    assert_eq!(hooks_ran(&dir, &ic), ["preup", "postup", "predown", "postdown"]);
+    veil_down(&nb, &cs);
+    assert_gone(&na, &ic);
+    assert_gone(&nb, &is);
+    assert_default_rules(&na);
+    assert_eq!(na.sh("ip -4 route show table 51820").trim(), "", "table 51820 is empty");
+}
+
+#[test]
+fn veil_up_configures_like_wg_quick() {
+    if !require_root("veil_up_configures_like_wg_quick") || !have_wg_quick("veil_up_configures_like_wg_quick") {
+        return;
+    }
+    // wg-quick's syntax quirks: any case, comments after values, repeated list keys.
+    let (a, b, c) = (keys(), keys(), keys());
+    let text = format!(
+        "[interface]\nprivatekey = {}   # a comment\nLISTENPORT=51820\naddress = 10.100.0.1/24\n\
+         Address = fd00:100::1/64, 10.111.0.1/32\nmtu = 1400\n\n[peer]\npublickey = {}\n\
+         allowedips = 10.100.0.2/32\nAllowedIPs = 10.200.2.0/24, fd00:100::2/128\n\
+         endpoint = 10.50.0.2:51820\npersistentkeepalive = 25\n\n[Peer]\nPublicKey = {}\n\
+         AllowedIPs = 10.90.0.0/16 # another\n",
+        a.private, b.public, c.public
+    );
+    let dir = TempDir::new();
+    let (nq, nv) = (Netns::new("clwq"), Netns::new("clwv"));
+    let (iq, iv) = (unique("cwq"), unique("cwv"));
+    let (cq, cv) = (dir.conf(&iq, &text), dir.conf(&iv, &text));
+    wg_quick(&nq, "up", &cq);
+    veil_up(&nv, &cv);
+    assert_running(&nq, &iq);
+    assert_running(&nv, &iv);
+    let conf_q = nq.sh(&format!("wg showconf {iq}"));
+    let conf_v = nv.sh(&format!("wg showconf {iv}"));
+    assert_eq!(conf_v, conf_q, "the same device configuration");
+    let addrs = |ns: &Netns, i: &str| -> Vec<String> {
+        let mut v: Vec<String> = ns
+            .sh(&format!("ip -o addr show dev {i} scope global"))
+            .lines()
+            .filter_map(|l| l.split_whitespace().skip_while(|w| !w.starts_with("inet")).nth(1).map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(addrs(&nv, &iv), addrs(&nq, &iq), "the same addresses");
+    assert_eq!(addrs(&nv, &iv), ["10.100.0.1/24", "10.111.0.1/32", "fd00:100::1/64"]);
+    assert_eq!(mtu(&nv, &iv), mtu(&nq, &iq), "the same MTU");
+    for net in ["10.100.0.2/32", "10.200.2.0/24", "fd00:100::2/128", "10.90.0.0/16"] {
+        let f = if net.contains(':') { "-6" } else { "-4" };
+        for (ns, i) in [(&nq, &iq), (&nv, &iv)] {
+            let r = ns.sh(&format!("ip {f} route show dev {i} match {net}"));
+            assert!(!r.trim().is_empty(), "{net} is routed to {i} ({})", ns.name);
+        }
+    }
+    wg_quick(&nq, "down", &cq);
+    veil_down(&nv, &cv);
+    assert_gone(&nq, &iq);
+    assert_gone(&nv, &iv);
+}
+
+#[test]
+fn veil_up_picks_the_mtu_as_wg_quick_does() {
+    if !require_root("veil_up_picks_the_mtu_as_wg_quick_does")
+        || !have_wg_quick("veil_up_picks_the_mtu_as_wg_quick_does")
+    {
+        return;
+    }
+    let (na, nb) = (Netns::new("clx"), Netns::new("cly"));
+    let (va, _) = link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24"]);
+    na.sh(&format!("ip link set dev {va} mtu 1400"));
+    na.sh("ip route add default via 10.50.0.2");
+    na.sh("ip route add 10.88.0.0/24 via 10.50.0.2 mtu 1300");
+    let dir = TempDir::new();
+    let peer = keys();
+    // No MTU given: with an endpoint, the MTU of the route to it (its own, else its device's);
+    // without, the default route's. Minus 80.
+    for (endpoint, want) in [("Endpoint = 10.50.0.2:51820\n", 1320), ("Endpoint = 10.88.0.5:51820\n", 1220), ("", 1320)]
+    {
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.100.0.1/24\n\n[Peer]\nPublicKey = {}\n{endpoint}\
+             AllowedIPs = 10.100.0.2/32\n",
+            keys().private,
+            peer.public
+        );
+        let (iq, iv) = (unique("cmq"), unique("cmv"));
+        let (cq, cv) = (dir.conf(&iq, &text), dir.conf(&iv, &text));
+        wg_quick(&na, "up", &cq);
+        veil_up(&na, &cv);
+        assert_eq!(mtu(&na, &iq), want, "wg-quick's choice ({endpoint:?})");
+        assert_eq!(mtu(&na, &iv), want, "veil up's choice ({endpoint:?})");
+        wg_quick(&na, "down", &cq);
+        veil_down(&na, &cv);
+        assert_gone(&na, &iq);
+        assert_gone(&na, &iv);
+    }
+}
+
+#[test]
+fn veil_down_saves_the_config_with_save_config() {
+    if !require_root("veil_down_saves_the_config_with_save_config") {
+        return;
+    }
+    let ns = Netns::new("cls");
+    let dir = TempDir::new();
+    let i = unique("vsc");
+    let hooks = ["SaveConfig = true".to_string(), format!("PostUp = touch {}/%i.postup", dir.path())];
+    let c = dir.conf(&i, &adapt(&example("site-a.conf"), Some("10.50.0.2:51820"), &hooks));
+    veil_up(&ns, &c);
+    // Live changes that `veil down` must write back.
+    let extra = keys();
+    let pf = TempFile::new(&psk());
+    ns.sh(&format!(
+        "wg set {i} listen-port 41000 peer {} allowed-ips 10.66.0.0/16 preshared-key {}",
+        extra.public,
+        pf.path()
+    ));
+    ns.sh(&format!("ip addr add 10.100.9.1/24 dev {i}"));
+    let before = ns.sh(&format!("wg showconf {i}"));
+    veil_down(&ns, &c);
+    assert_gone(&ns, &i);
+    let saved = std::fs::read_to_string(&c).unwrap();
+    assert!(saved.contains(&extra.public), "the new peer is saved:\n{saved}");
+    assert!(saved.contains("ListenPort = 41000"), "the new port is saved:\n{saved}");
+    assert!(saved.contains("10.100.9.1/24"), "the new address is saved:\n{saved}");
+    assert!(saved.contains("MTU = 1380") && saved.contains("SaveConfig = true"), "{saved}");
+    assert!(saved.contains(&format!("PostUp = touch {}/%i.postup", dir.path())), "hooks kept:\n{saved}");
+    // And it comes back up as it went down.
+    veil_up(&ns, &c);
+    assert_eq!(ns.sh(&format!("wg showconf {i}")), before, "the saved config restores the device");
+    veil_down(&ns, &c);
+    assert_gone(&ns, &i);
+}
+
+/// A config for the routing options: the client example with `lines` added to [Interface]
+/// and AllowedIPs replaced by `allowed`.
+fn routing_conf(lines: &[String], allowed: &str) -> String {
+    adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), lines)
+        .lines()
+        .map(|l| if l.starts_with("AllowedIPs") { format!("AllowedIPs = {allowed}\n") } else { format!("{l}\n") })
+        .collect()
+}
+
+#[test]
+fn veil_up_table_and_fwmark_options() {
+    if !require_root("veil_up_table_and_fwmark_options") {
+        return;
+    }
+    let ns = Netns::new("clt");
+    let dir = TempDir::new();
+
+    // Table = off: addresses, but no routes for the allowed IPs and no rules.
+    let i = unique("vto");
+    let c = dir.conf(&i, &routing_conf(&["Table = off".into()], "10.80.0.0/24, 0.0.0.0/0"));
+    veil_up(&ns, &c);
+    assert_running(&ns, &i);
+    let routes = ns.sh("ip -4 route show table all");
+    assert!(!routes.contains("10.80.0.0/24") && !routes.contains("table 51820"), "Table = off:\n{routes}");
+    assert_default_rules(&ns);
+    veil_down(&ns, &c);
+    assert_nothing_left(&ns, &i);
+
+    // Table = 1234: every allowed IP, /0 included, goes to that table; no policy rules.
+    let i = unique("vtt");
+    let c = dir.conf(&i, &routing_conf(&["Table = 1234".into()], "10.80.0.0/24, 0.0.0.0/0"));
+    veil_up(&ns, &c);
+    assert_running(&ns, &i);
+    let t = ns.sh("ip -4 route show table 1234");
+    assert!(t.contains(&format!("10.80.0.0/24 dev {i}")) && t.contains(&format!("default dev {i}")), "{t}");
+    assert!(!ns.sh("ip -4 route show").contains("10.80.0.0/24"), "not in the main table");
+    assert_default_rules(&ns);
+    // A second `veil up` of a running interface fails and leaves the first alone.
+    let (ok, out) = run_in(&ns, &format!("{} up {c}", veil()));
+    assert!(!ok && out.contains("already exists"), "second veil up: {out}");
+    assert_running(&ns, &i);
+    veil_down(&ns, &c);
+    assert_nothing_left(&ns, &i);
+
+    // FwMark = 0x1234 with a /0: the mark is also the table, as with wg-quick.
+    let i = unique("vtf");
+    let c = dir.conf(&i, &routing_conf(&["FwMark = 0x1234".into()], "0.0.0.0/0"));
+    veil_up(&ns, &c);
+    assert_running(&ns, &i);
+    assert_eq!(ns.sh(&format!("wg show {i} fwmark")).trim(), "0x1234");
+    let r = ns.sh("ip -4 rule show");
+    assert!(r.contains("not from all fwmark 0x1234 lookup 4660"), "{r}");
+    assert!(ns.sh("ip -4 route show table 4660").contains(&format!("default dev {i}")));
+    veil_down(&ns, &c);
+    assert_nothing_left(&ns, &i);
+    let r = ns.sh("ip -4 rule show");
+    assert!(!r.contains("4660"), "rules left:\n{r}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. wg against veil
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wg_show_all_fields_and_dump() {
+    if !require_root("wg_show_all_fields_and_dump") {
+        return;
+    }
+    let p = pair();
+    let psk = psk();
+    let pf = TempFile::new(&psk);
+    p.na.sh(&format!(
+        "wg set {} fwmark 0x1234 peer {} preshared-key {} persistent-keepalive 25 allowed-ips 10.9.0.2/32,10.60.0.0/16,fd09::/64",
+        p.a.ifname,
+        p.b.keys.public,
+        pf.path()
+    ));
+    p.nb.sh(&format!("wg set {} peer {} preshared-key {}", p.b.ifname, p.a.keys.public, pf.path()));
+    p.established();
+
+    let text = p.na.sh(&format!("wg show {}", p.a.ifname));
+    for want in [
+        format!("interface: {}", p.a.ifname),
+        format!("public key: {}", p.a.keys.public),
+        "private key: (hidden)".to_string(),
+        "listening port: 51820".to_string(),
+        "fwmark: 0x1234".to_string(),
+        format!("peer: {}", p.b.keys.public),
+        "preshared key: (hidden)".to_string(),
+        "endpoint: 10.50.0.2:51821".to_string(),
+        "latest handshake: ".to_string(),
+        "transfer: ".to_string(),
+        "persistent keepalive: every 25 seconds".to_string(),
+    ] {
+        assert!(text.contains(&want), "`wg show` lacks {want:?}:\n{text}");
+    }
+    let allowed = text.lines().find(|l| l.trim_start().starts_with("allowed ips:")).expect("allowed ips line");
+    for net in ["10.9.0.2/32", "10.60.0.0/16", "fd09::/64"] {
+        assert!(allowed.contains(net), "allowed ips lack {net}: {allowed}");
+    }
+
+    let dump = p.na.sh(&format!("wg show {} dump", p.a.ifname));
+    let lines: Vec<Vec<&str>> = dump.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "interface line and one peer line:\n{dump}");
+    assert_eq!(lines[0], [p.a.keys.private.as_str(), &p.a.keys.public, "51820", "0x1234"], "interface line");
+    let peer = &lines[1];
+    assert_eq!(peer.len(), 8, "peer line fields: {peer:?}");
+    assert_eq!(peer[0], p.b.keys.public);
+    assert_eq!(peer[1], psk);
+    assert_eq!(peer[2], "10.50.0.2:51821");
+    let mut nets: Vec<&str> = peer[3].split(',').collect();
+    nets.sort();
+    assert_eq!(nets, ["10.60.0.0/16", "10.9.0.2/32", "fd09::/64"]);
+    let hs: u64 = peer[4].parse().unwrap();
+    let now = now_secs();
+    assert!(hs > 0 && hs <= now + 5 && now - hs < 300, "latest handshake {hs} is a Unix time close to now {now}");
+    let (rx, tx): (u64, u64) = (peer[5].parse().unwrap(), peer[6].parse().unwrap());
+    assert!(rx > 0 && tx > 0, "transfer counted: rx {rx} tx {tx}");
+    assert_eq!(peer[7], "25");
+
+    // The raw UAPI: an epoch timestamp close to now, and the private key on get=1.
+    let a = get(&p.a.ifname);
+    assert_eq!(field(&a, None, "private_key"), [hex(&p.a.keys.private)], "get=1 returns the private key");
+    let (sec, _) = handshake(&p.a.ifname, &p.b.keys.public);
+    assert!(sec <= now + 5 && now - sec < 300, "last_handshake_time_sec {sec} is a Unix time close to {now}");
+}
+
+#[test]
+fn wg_showconf_round_trips_through_setconf() {
+    if !require_root("wg_showconf_round_trips_through_setconf") {
+        return;
+    }
+    let p = pair();
+    let extra = keys();
+    let pf = TempFile::new(&psk());
+    p.na.sh(&format!(
+        "wg set {} fwmark 77 peer {} preshared-key {} persistent-keepalive 15 allowed-ips 10.9.0.2/32,10.61.0.0/16,fd09::2/128",
+        p.a.ifname,
+        p.b.keys.public,
+        pf.path()
+    ));
+    p.nb.sh(&format!("wg set {} peer {} preshared-key {}", p.b.ifname, p.a.keys.public, pf.path()));
+    p.na.sh(&format!(
+        "wg set {} peer {} endpoint [fd00::9]:4000 allowed-ips 10.62.0.0/24,10.62.1.0/24",
+        p.a.ifname, extra.public
+    ));
+    p.established();
+    let conf = p.na.sh(&format!("wg showconf {}", p.a.ifname));
+    assert!(conf.contains("PrivateKey") && conf.contains("PresharedKey") && conf.contains("FwMark"), "{conf}");
+    // A second veil interface in a namespace of its own (the listen port is part of the config).
+    let nc = Netns::new("clc");
+    let c = endpoint(&nc, Impl::Veil, &[], "");
+    let f = TempFile::new(&conf);
+    nc.sh(&format!("wg setconf {} {}", c.ifname, f.path()));
+    let again = nc.sh(&format!("wg showconf {}", c.ifname));
+    assert_eq!(again, conf, "showconf after setconf of showconf");
+}
+
+#[test]
+fn wg_set_live_changes_keep_the_session() {
+    if !require_root("wg_set_live_changes_keep_the_session") {
+        return;
+    }
+    let p = pair();
+    p.established();
+    let before = handshake(&p.a.ifname, &p.b.keys.public);
+    assert_ne!(before, (0, 0), "a session is established");
+    let (a, b) = (&p.a.ifname, &p.b.keys.public);
+    let pf = TempFile::new(&psk());
+    let new_psk = std::fs::read_to_string(pf.path()).unwrap();
+    // (change, dump field of the peer line, its value right after the change)
+    let steps = [
+        (format!("wg set {a} peer {b} preshared-key {}", pf.path()), 1, new_psk.trim().to_string()),
+        // b's second address on the same link.
+        (format!("wg set {a} peer {b} endpoint 10.50.0.3:51821"), 2, "10.50.0.3:51821".to_string()),
+        (format!("wg set {a} peer {b} persistent-keepalive 7"), 7, "7".to_string()),
+        (
+            format!("wg set {a} peer {b} allowed-ips 10.63.0.0/16,10.9.0.2/32"),
+            3,
+            "10.63.0.0/16,10.9.0.2/32".to_string(),
+        ),
+    ];
+    for (step, index, want) in &steps {
+        p.na.sh(step);
+        let dump = p.na.sh(&format!("wg show {a} dump"));
+        let peer: Vec<&str> = dump.lines().nth(1).unwrap().split('\t').collect();
+        let mut got: Vec<&str> = peer[*index].split(',').collect();
+        got.sort();
+        assert_eq!(got.join(","), *want, "`{step}` took effect");
+        assert_eq!(handshake(a, b), before, "`{step}` must not drop the session");
+        assert!(p.na.ping("10.9.0.2", 2), "ping right after `{step}`");
+        assert_eq!(handshake(a, b), before, "no new handshake was needed after `{step}`");
+    }
+}
+
+#[test]
+fn wg_syncconf_removes_only_missing_peers() {
+    if !require_root("wg_syncconf_removes_only_missing_peers") {
+        return;
+    }
+    let p = pair();
+    let (x, y) = (keys(), keys());
+    let a = &p.a.ifname;
+    p.na.sh(&format!("wg set {a} peer {} allowed-ips 10.64.0.0/24", x.public));
+    p.na.sh(&format!("wg set {a} peer {} allowed-ips 10.65.0.0/24", y.public));
+    p.established();
+    let before = handshake(a, &p.b.keys.public);
+    // The file keeps b and y, drops x.
+    let conf = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[Peer]\nPublicKey = {}\nEndpoint = 10.50.0.2:51821\nAllowedIPs = 10.9.0.2/32\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.65.0.0/24\n",
+        p.a.keys.private, p.b.keys.public, y.public
+    );
+    let f = TempFile::new(&conf);
+    p.na.sh(&format!("wg syncconf {a} {}", f.path()));
+    let now = get(a);
+    let listed = peers(&now);
+    assert!(!listed.contains(&hex(&x.public)), "x is gone: {listed:?}");
+    assert!(listed.contains(&hex(&y.public)) && listed.contains(&hex(&p.b.keys.public)), "b and y kept: {listed:?}");
+    assert_eq!(handshake(a, &p.b.keys.public), before, "b's session survived syncconf");
+    assert!(p.na.ping("10.9.0.2", 2), "b still reachable");
+}
+
+#[test]
+fn uapi_set_semantics() {
+    if !require_root("uapi_set_semantics") {
+        return;
+    }
+    set_semantics(Impl::Veil);
+}
+
+/// The same expectations hold for the reference implementation.
+#[test]
+fn uapi_set_semantics_match_wireguard_go() {
+    if !require_root("uapi_set_semantics_match_wireguard_go") {
+        return;
+    }
+    if !Impl::WireguardGo.available() {
+        eprintln!("wireguard-go is not installed; skipping the reference run");
+        return;
+    }
+    set_semantics(Impl::WireguardGo);
+}
+
+/// allowed_ip=-PREFIX, update_only, replace_allowed_ips, moves between peers, replace_peers,
+/// remove, and the private key in get=1, on a fresh `imp` device.
+fn set_semantics(imp: Impl) {
+    let ns = Netns::new("clu");
+    let d = endpoint(&ns, imp, &[], "");
+    let i = &d.ifname;
+    let (k1, k2, k3) = (hex(&keys().public), hex(&keys().public), hex(&keys().public));
+    let ips = |peer: &str| -> Vec<String> {
+        let mut v = field(&get(i), Some(peer), "allowed_ip");
+        v.sort();
+        v
+    };
+
+    assert_eq!(set(i, &format!("public_key={k1}\nallowed_ip=10.0.0.0/24\nallowed_ip=10.1.0.0/24\n")), 0);
+    // allowed_ip=-PREFIX removes exactly that prefix. (The installed wireguard-go, 0.0.20220316,
+    // predates the removal syntax and refuses it.)
+    if imp == Impl::Veil {
+        assert_eq!(set(i, &format!("public_key={k1}\nallowed_ip=-10.0.0.0/24\n")), 0);
+        assert_eq!(ips(&k1), ["10.1.0.0/24"], "allowed_ip=-10.0.0.0/24 removed it");
+    }
+
+    // update_only: an unknown peer is not created; a known one is updated.
+    assert_eq!(set(i, &format!("public_key={k2}\nupdate_only=true\nallowed_ip=10.2.0.0/24\n")), 0);
+    assert!(!peers(&get(i)).contains(&k2), "update_only must not create a peer");
+    assert_eq!(set(i, &format!("public_key={k1}\nupdate_only=true\nendpoint=10.7.7.7:7\n")), 0);
+    assert_eq!(field(&get(i), Some(&k1), "endpoint"), ["10.7.7.7:7"], "update_only updates a known peer");
+
+    // replace_allowed_ips: the old list goes, the new one stays.
+    assert_eq!(
+        set(i, &format!("public_key={k1}\nreplace_allowed_ips=true\nallowed_ip=10.3.0.0/24\nallowed_ip=fd03::/64\n")),
+        0
+    );
+    assert_eq!(ips(&k1), ["10.3.0.0/24", "fd03::/64"], "replace_allowed_ips");
+    // Without it, prefixes accumulate.
+    assert_eq!(set(i, &format!("public_key={k1}\nallowed_ip=10.4.0.0/24\n")), 0);
+    assert_eq!(ips(&k1), ["10.3.0.0/24", "10.4.0.0/24", "fd03::/64"], "allowed_ip adds");
+
+    // An allowed IP claimed by another peer moves to it.
+    assert_eq!(set(i, &format!("public_key={k2}\nallowed_ip=10.4.0.0/24\n")), 0);
+    assert_eq!(ips(&k2), ["10.4.0.0/24"], "k2 claimed 10.4.0.0/24");
+    assert_eq!(ips(&k1), ["10.3.0.0/24", "fd03::/64"], "k1 lost 10.4.0.0/24");
+
+    // replace_peers: only the peers of this request remain.
+    assert_eq!(set(i, &format!("replace_peers=true\npublic_key={k3}\nallowed_ip=10.5.0.0/24\n")), 0);
+    assert_eq!(peers(&get(i)), std::slice::from_ref(&k3), "replace_peers");
+    assert_eq!(ips(&k3), ["10.5.0.0/24"]);
+
+    // remove=true removes a peer and its prefixes.
+    assert_eq!(set(i, &format!("public_key={k3}\nremove=true\n")), 0);
+    assert!(peers(&get(i)).is_empty(), "remove=true");
+
+    // get=1 returns the private key.
+    assert_eq!(field(&get(i), None, "private_key"), [hex(&d.keys.private)]);
+}
+
+#[test]
+fn uapi_get_with_200000_allowed_ips_is_complete() {
+    if !require_root("uapi_get_with_200000_allowed_ips_is_complete") {
+        return;
+    }
+    const N: u32 = 200_000;
+    let ns = Netns::new("clg");
+    let d = endpoint(&ns, Impl::Veil, &[], "");
+    let k = hex(&keys().public);
+    let mut body = format!("public_key={k}\n");
+    for n in 0..N {
+        body.push_str(&format!("allowed_ip=10.{}.{}.{}/32\n", n >> 16, (n >> 8) & 255, n & 255));
+    }
+    assert_eq!(set(&d.ifname, &body), 0, "one set request with {N} allowed IPs");
+    let answer = get(&d.ifname);
+    let count = answer.lines().filter(|l| l.starts_with("allowed_ip=")).count();
+    assert_eq!(count, N as usize, "every allowed IP is in the get answer");
+    assert!(answer.ends_with("errno=0\n\n"), "the answer is complete");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad input
+// ---------------------------------------------------------------------------------------------
+
+/// Nothing of `ifname` is left in `ns`: no interface, socket, daemon, routes or policy rules.
+fn assert_nothing_left(ns: &Netns, ifname: &str) {
+    assert_gone(ns, ifname);
+    let routes = ns.sh("ip route show table all") + &ns.sh("ip -6 route show table all");
+    assert!(!routes.contains(ifname), "routes left for {ifname}:\n{routes}");
+    assert!(!routes.contains("table 51820"), "table 51820 left:\n{routes}");
+    assert_default_rules(ns);
+}
+
+#[test]
+fn veil_up_rejects_malformed_configs_and_leaves_nothing() {
+    if !require_root("veil_up_rejects_malformed_configs_and_leaves_nothing") {
+        return;
+    }
+    let ns = Netns::new("clm");
+    let dir = TempDir::new();
+    let base = adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &[]);
+    // (what, replaced line start, replacement)
+    let cases = [
+        ("bad private key", "PrivateKey", "PrivateKey = notakey"),
+        ("bad public key", "PublicKey", "PublicKey = AAAA"),
+        ("unknown section", "[Peer]", "[Peers]"),
+        ("unknown key", "Address", "Adress = 10.101.0.2/32"),
+        ("bad CIDR", "AllowedIPs", "AllowedIPs = 10.0.0.0/33"),
+        ("bad address", "Address", "Address = 10.101.0.300/32"),
+        ("bad port", "Endpoint", "Endpoint = 10.50.0.2:70000"),
+    ];
+    for (what, start, replacement) in cases {
+        let mut line_no = 0;
+        let text: String = base
+            .lines()
+            .enumerate()
+            .map(|(n, l)| {
+                if line_no == 0 && l.trim_start().starts_with(start) {
+                    line_no = n + 1;
+                    format!("{replacement}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        assert!(line_no > 0, "{what}: no line starts with {start}");
+        let ifname = unique("vbad");
+        let path = dir.conf(&ifname, &text);
+        let (ok, out) = run_in(&ns, &format!("{} up {path}", veil()));
+        assert!(!ok, "{what}: veil up must fail:\n{out}");
+        assert!(out.contains(&format!("{path}:{line_no}")), "{what}: the message names {path}:{line_no}:\n{out}");
+        assert!(!out.contains("notakey") || what != "bad private key", "a bad key is not echoed:\n{out}");
+        assert_nothing_left(&ns, &ifname);
+    }
+    // A bad listen port in the interface section too.
+    let ifname = unique("vbad");
+    let text = base.replace("[Interface]\n", "[Interface]\nListenPort = 65536\n");
+    let path = dir.conf(&ifname, &text);
+    let (ok, out) = run_in(&ns, &format!("{} up {path}", veil()));
+    assert!(!ok, "bad ListenPort: veil up must fail:\n{out}");
+    let line_no = text.lines().position(|l| l.starts_with("ListenPort")).unwrap() + 1;
+    assert!(out.contains(&format!("{path}:{line_no}")), "bad ListenPort: message names {path}:{line_no}:\n{out}");
+    assert_nothing_left(&ns, &ifname);
+}
+
+#[test]
+fn veil_up_with_a_failing_pre_or_post_up_hook_leaves_nothing() {
+    if !require_root("veil_up_with_a_failing_pre_or_post_up_hook_leaves_nothing") {
+        return;
+    }
+    let (na, nb) = (Netns::new("clp"), Netns::new("clq"));
+    link(&na, &nb, &["10.50.0.1/24"], &["10.50.0.2/24"]);
+    let dir = TempDir::new();
+    let ifname = unique("vpf");
+    let hooks = [format!("PostUp = touch {}/%i.postup; false", dir.path())];
+    let path = dir.conf(&ifname, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &hooks));
+    let (ok, out) = run_in(&na, &format!("{} up {path}", veil()));
+    assert!(!ok, "veil up with a failing PostUp must fail:\n{out}");
+    assert!(dir.file(&format!("{ifname}.postup")).exists(), "the PostUp hook ran");
+    assert_nothing_left(&na, &ifname);
+
+    // A failing PreUp hook: nothing is started at all, and PostUp does not run.
+    let ifname = unique("vpf");
+    let hooks = ["PreUp = false".to_string(), format!("PostUp = touch {}/%i.postup", dir.path())];
+    let path = dir.conf(&ifname, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &hooks));
+    let (ok, out) = run_in(&na, &format!("{} up {path}", veil()));
+    assert!(!ok, "veil up with a failing PreUp must fail:\n{out}");
+    assert!(!dir.file(&format!("{ifname}.postup")).exists(), "PostUp must not run after a failed PreUp");
+    assert_nothing_left(&na, &ifname);
+}
+
+#[test]
+fn uapi_malformed_lines_are_einval_and_change_nothing() {
+    if !require_root("uapi_malformed_lines_are_einval_and_change_nothing") {
+        return;
+    }
+    let ns = Netns::new("cle");
+    let d = endpoint(&ns, Impl::Veil, &[], "");
+    let i = &d.ifname;
+    let k = hex(&keys().public);
+    assert_eq!(
+        set(i, &format!("listen_port=40000\npublic_key={k}\nendpoint=10.1.1.1:1\nallowed_ip=10.70.0.0/16\n")),
+        0
+    );
+    let before = get(i);
+    let other = hex(&keys().public);
+    // Each case starts with valid changes, so "unchanged" also means "applied all or nothing".
+    let prelude = format!("listen_port=40001\nfwmark=5\npublic_key={k}\nallowed_ip=10.71.0.0/16\n");
+    let cases = [
+        (
+            "unknown interface key",
+            format!("listen_port=40001\nfrobnicate=1\npublic_key={k}\nallowed_ip=10.71.0.0/16\n"),
+        ),
+        ("unknown peer key", format!("{prelude}frobnicate=1\n")),
+        ("bad hex public key", format!("{prelude}public_key=zz{}\n", &other[2..])),
+        ("short public key", format!("{prelude}public_key={}\n", &other[..62])),
+        ("bad hex private key", format!("private_key={}\n{prelude}", "g".repeat(64))),
+        ("bad hex preshared key", format!("{prelude}preshared_key=1234\n")),
+        ("bad endpoint", format!("{prelude}endpoint=10.1.1.1\n")),
+        ("bad endpoint port", format!("{prelude}endpoint=10.1.1.1:99999\n")),
+        ("bad allowed_ip", format!("{prelude}allowed_ip=10.0.0.0/40\n")),
+        ("bad allowed_ip address", format!("{prelude}allowed_ip=10.0.0.256/8\n")),
+        ("bad removal", format!("{prelude}allowed_ip=-nonsense\n")),
+        ("peer key before public_key", format!("endpoint=10.2.2.2:2\n{prelude}")),
+        ("allowed_ip before public_key", format!("allowed_ip=10.0.0.0/8\n{prelude}")),
+        ("line without =", format!("{prelude}garbage\n")),
+        ("bad bool", format!("{prelude}replace_allowed_ips=yes\n")),
+        ("bad keepalive", format!("{prelude}persistent_keepalive_interval=70000\n")),
+        ("bad listen port", format!("listen_port=65536\n{prelude}")),
+    ];
+    for (what, body) in cases {
+        let answer = uapi(i, &format!("set=1\n{body}\n"));
+        assert_eq!(errno(&answer), -22, "{what}: errno=-22 expected, got {answer:?}");
+        assert_eq!(get(i), before, "{what}: the device must be unchanged");
+    }
+    // An unknown operation is refused too, and the socket keeps serving.
+    assert_eq!(errno(&uapi(i, "frob=1\n\n")), -22, "unknown operation");
+    assert_eq!(get(i), before);
+}
+
+#[test]
+fn veil_pubkey_rejects_bad_keys() {
+    for bad in ["notakey", "AAAA", "6G+CW2x9npaog92GBR62ncuYh2zQYDhP9MQ96AEmA3!=", ""] {
+        let out = sh_out(&format!("echo '{bad}' | {} pubkey", veil()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "veil pubkey must refuse {bad:?}");
+        assert!(out.stdout.is_empty(), "no key printed for {bad:?}");
+        assert!(err.contains("veil pubkey") && err.to_lowercase().contains("key"), "a clear message: {err}");
+    }
+    // A good key still works.
+    let out = sh_out(&format!("echo 6G+CW2x9npaog92GBR62ncuYh2zQYDhP9MQ96AEmA34= | {} pubkey", veil()));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0/N5AEHZuEU+nMtygWBTE2DHrYJusU8zbn+2pQ+4v2U=");
+}
+
+#[test]
+fn veil_daemon_rejects_an_invalid_interface_name() {
+    for bad in ["thisnameiswaytoolong", "a/b"] {
+        let out = sh_out(&format!("{} -f '{bad}'", veil()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "veil -f {bad:?} must fail");
+        assert!(err.contains("invalid interface name"), "message names the problem: {err}");
+        assert!(!sock(bad).exists(), "no socket for {bad:?}");
+    }
+}
+
+/// A small xorshift generator: the garbage only needs to vary, not to be secret.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Sends `count` random datagrams to `to` from a socket in namespace `ns`.
+fn send_garbage(ns: &Netns, to: std::net::SocketAddr, count: usize) -> usize {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; it only affects this (fresh, short-lived) thread.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+        let mut sent = 0;
+        for n in 0..count {
+            let len = match n % 5 {
+                // Plausible sizes of the four message types, with a valid type byte.
+                0 => [148, 92, 64, 32, 48][(rng.next() % 5) as usize],
+                _ => (rng.next() % 2001) as usize,
+            };
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if n % 2 == 0 && len >= 4 {
+                buf[0] = (rng.next() % 4 + 1) as u8;
+                buf[1..4].fill(0);
+            }
+            if s.send_to(&buf, to).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn udp_garbage_leaves_the_daemon_running_and_the_tunnel_working() {
+    if !require_root("udp_garbage_leaves_the_daemon_running_and_the_tunnel_working") {
+        return;
+    }
+    let mut p = pair();
+    p.established();
+    let sent = send_garbage(&p.nb, "10.50.0.1:51820".parse().unwrap(), 5000);
+    assert!(sent > 4000, "sent {sent} datagrams");
+    assert!(p.a.proc.running(), "the daemon survived the garbage");
+    assert!(sock(&p.a.ifname).exists(), "its socket is still there");
+    assert!(p.na.ping_until("10.9.0.2", Duration::from_secs(15)), "the tunnel still works a -> b");
+    assert!(p.na.ping("10.9.0.2", 3), "a -> b");
+    assert!(p.nb.ping("10.9.0.1", 3), "b -> a");
+    assert_eq!(errno(&uapi(&p.a.ifname, "get=1\n\n")), 0, "the UAPI still answers");
+}
