@@ -342,3 +342,39 @@ fn time_rekeys_under_pings_lose_no_ping() {
     let handshakes = new_a.max(new_b);
     assert!(handshakes >= MIN_REKEYS, "only {handshakes} handshakes in 10 s of pings (a {new_a}, b {new_b})");
 }
+
+#[test]
+fn no_cookie_replies_without_load() {
+    if !require_root("no_cookie_replies_without_load") {
+        return;
+    }
+    // Many handshakes with nothing else queued: every initiation must get a response, never a
+    // cookie reply (a cookie reply means the responder wrongly thought it was under load).
+    let p =
+        pair_with("10.8.0.1/24", "10.8.0.2/24", None, None, "VEIL_REKEY_AFTER_TIME_MS=500 VEIL_REKEY_TIMEOUT_MS=250");
+    let pcap = TempFile::new("");
+    let _ = std::fs::remove_file(pcap.path());
+    let mut dump = Proc::spawn(
+        &p.na,
+        &format!(
+            "tcpdump -Z root -i {} -n -U -c 10000 -w {} 'udp and udp[8] >= 1 and udp[8] <= 3'",
+            p.veth_a,
+            pcap.path()
+        ),
+        "tcpdump",
+    );
+    let capturing = wait_until(Duration::from_secs(10), || std::fs::metadata(pcap.path()).is_ok_and(|m| m.len() >= 24));
+    assert!(capturing, "tcpdump did not start");
+    // 40 pings 0.2 s apart (8 s, bounded by -w): about one handshake every half second.
+    let out = p.na.sh_out("ping -c 40 -i 0.2 -W 2 -w 30 10.9.0.2");
+    assert!(out.status.success(), "pings: {}", String::from_utf8_lossy(&out.stdout));
+    dump.terminate(Duration::from_secs(5));
+    let count = |kind: u8| {
+        let o = sh_out(&format!("tcpdump -n -r {} 'udp[8] = {kind}' 2>/dev/null", pcap.path()));
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    let (initiations, responses, cookies) = (count(1), count(2), count(3));
+    eprintln!("no-load handshakes: {initiations} initiations, {responses} responses, {cookies} cookie replies");
+    assert!(responses >= MIN_REKEYS, "only {responses} handshake responses");
+    assert_eq!(cookies, 0, "cookie replies without any load ({initiations} initiations, {responses} responses)");
+}

@@ -41,6 +41,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// Prints both peers' state as `wg show` would, indented.
+fn show_both(ifnames: &[&str]) {
+    for ifname in ifnames {
+        println!();
+        match show::query(ifname) {
+            Ok(info) => {
+                for line in show::render_text(&info).lines() {
+                    if line.is_empty() { println!() } else { println!("  {line}") }
+                }
+            }
+            Err(e) => println!("  {ifname}: {e}"),
+        }
+    }
+}
+
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
@@ -145,7 +160,8 @@ pub fn run() -> Result<(), String> {
         println!("  ping: {line}");
     }
     if !ping.status.success() {
-        return Err("ping through the tunnel failed".into());
+        show_both(&[&if_a, &if_b]);
+        return Err("ping through the tunnel failed (the peers' state is above)".into());
     }
 
     const BYTES: usize = 64 << 20;
@@ -189,13 +205,7 @@ pub fn run() -> Result<(), String> {
     if got != BYTES {
         return Err(format!("bulk transfer lost data: {got} of {BYTES} bytes"));
     }
-    for ifname in [&if_a, &if_b] {
-        let info = show::query(ifname)?;
-        println!();
-        for line in show::render_text(&info).lines() {
-            println!("  {line}");
-        }
-    }
+    show_both(&[&if_a, &if_b]);
     drop(cleanup);
     println!("\nok: tunnel carried ping and {} MiB; namespaces and daemons removed", BYTES >> 20);
     Ok(())

@@ -194,12 +194,19 @@ fn udp_loop(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generation: u6
                 let _ = iface.receive(src, &mut buf[..n], now, false, io);
             });
         } else {
+            // Count before sending: the handshake thread may take the message and decrement
+            // before this thread runs again, and the count must never wrap below zero (a
+            // wrapped count reads as a full queue and answers every initiation with a cookie).
+            shared.handshake_queued.fetch_add(1, Ordering::Relaxed);
             match shared.handshake_tx.try_send((src, buf[..n].to_vec())) {
-                Ok(()) => {
-                    shared.handshake_queued.fetch_add(1, Ordering::Relaxed);
+                Ok(()) => {}
+                Err(e) => {
+                    shared.handshake_queued.fetch_sub(1, Ordering::Relaxed);
+                    match e {
+                        TrySendError::Full(_) => {} // dropped: the queue is the flood limit
+                        TrySendError::Disconnected(_) => return,
+                    }
                 }
-                Err(TrySendError::Full(_)) => {} // dropped: the queue is the flood limit
-                Err(TrySendError::Disconnected(_)) => return,
             }
         }
     }
