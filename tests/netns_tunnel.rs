@@ -378,3 +378,28 @@ fn no_cookie_replies_without_load() {
     assert!(responses >= MIN_REKEYS, "only {responses} handshake responses");
     assert_eq!(cookies, 0, "cookie replies without any load ({initiations} initiations, {responses} responses)");
 }
+
+#[test]
+fn a_packet_whose_source_is_not_the_peers_allowed_ip_is_dropped() {
+    if !require_root("a_packet_whose_source_is_not_the_peers_allowed_ip_is_dropped") {
+        return;
+    }
+    // b accepts only 10.9.0.1 from a. a gets a second address, 10.9.0.99, and sends from it:
+    // the packet is authentic (a's session) but its source does not route back to a at b.
+    let p = pair_with("10.8.0.1/24", "10.8.0.2/24", None, None, "");
+    p.na.sh(&format!("ip addr add 10.9.0.99/32 dev {}", p.a.ifname));
+    assert!(p.na.ping_until("10.9.0.2", Duration::from_secs(10)), "tunnel up from the allowed source");
+    let rx_packets = |ns: &Netns, ifname: &str| -> u64 {
+        ns.sh(&format!("cat /sys/class/net/{ifname}/statistics/rx_packets")).trim().parse().unwrap()
+    };
+    let before = rx_packets(&p.nb, &p.b.ifname);
+    let (peer_rx_before, _) = transfer(&p.nb, &p.b.ifname);
+    let spoofed = p.na.sh_out("ping -c 3 -i 0.2 -W 1 -I 10.9.0.99 10.9.0.2");
+    assert!(!spoofed.status.success(), "no reply may come back to a source b does not route to a");
+    let (peer_rx_after, _) = transfer(&p.nb, &p.b.ifname);
+    assert!(peer_rx_after > peer_rx_before, "the spoofed packets did reach b's veil (authenticated)");
+    assert_eq!(rx_packets(&p.nb, &p.b.ifname), before, "but none was written to b's TUN");
+    // Once b lets a claim the address, the same pings get through.
+    p.nb.sh(&format!("wg set {} peer {} allowed-ips 10.9.0.1/32,10.9.0.99/32", p.b.ifname, p.a.keys.public));
+    assert!(p.na.ping("10.9.0.2 -I 10.9.0.99", 3), "allowed now");
+}
