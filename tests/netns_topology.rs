@@ -411,3 +411,39 @@ fn daemon_exits_cleanly_when_the_namespace_its_tun_moved_to_is_deleted() {
     drop(ny);
     d.assert_exits_cleanly(&nx, Mode::Foreground, "deleting the namespace holding its TUN");
 }
+
+#[test]
+fn repeated_listen_port_changes_leak_no_threads_and_never_panic() {
+    if !require_root("repeated_listen_port_changes_leak_no_threads_and_never_panic") {
+        return;
+    }
+    let (na, nb) = (Netns::new("lpa"), Netns::new("lpb"));
+    link(&na, &nb, &["10.84.0.1/24"], &["10.84.0.2/24"]);
+    let mut a = endpoint(&na, Impl::Veil, &["10.85.0.1/24"], "");
+    let b = endpoint(&nb, Impl::Veil, &["10.85.0.2/24"], "");
+    b.listen(&nb, 51821);
+    a.add_peer(&na, &b, "10.85.0.2/32", Some("10.84.0.2:51821"), None);
+    b.add_peer(&nb, &a, "10.85.0.1/32", None, None);
+    let pid = a.proc.child.id();
+    let threads = || std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    a.listen(&na, 40000);
+    assert!(na.ping_until("10.85.0.2", Duration::from_secs(10)), "tunnel up");
+    let settled = threads();
+    // 40 rebinds: each replaces both UDP sockets and their reader threads.
+    for i in 1..=40u16 {
+        a.listen(&na, 40000 + i);
+    }
+    // Old readers leave once they notice; give them a bounded moment.
+    let bounded = wait_until(Duration::from_secs(5), || threads() <= settled);
+    assert!(bounded, "threads grew from {settled} to {} over 40 listen-port changes", threads());
+    assert!(na.ping("10.85.0.2", 3), "tunnel works from the last port");
+    assert!(endpoints(&b.ifname).values().any(|e| e == "10.84.0.1:40040"), "b saw the new port");
+    // Stop it and read everything it wrote: no thread may have panicked.
+    assert!(a.proc.terminate(Duration::from_secs(10)), "daemon stops on SIGTERM");
+    let mut err = String::new();
+    if let Some(mut e) = a.proc.child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!err.contains("panicked"), "a thread panicked:\n{err}");
+}

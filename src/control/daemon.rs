@@ -151,6 +151,7 @@ pub fn config_from_env() -> Result<Config, String> {
 pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     check_ifname(ifname)?;
     let config = config_from_env()?;
+    super::log::init(super::log::level_from_env()?);
     let path = socket_path(ifname);
     if UnixStream::connect(&path).is_ok() {
         return Err(format!("{ifname} is already running: {} answers", path.display()));
@@ -182,7 +183,7 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
         }
     };
     readiness.ready();
-    eprintln!("veil: {ifname} is up, configure it with `wg set {ifname} ...` or `wg setconf {ifname} FILE`");
+    tracing::info!("{ifname} is up, configure it with `wg set {ifname} ...` or `wg setconf {ifname} FILE`");
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
             break "signal".to_string();
@@ -199,6 +200,6 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     if inode(&path) == our_inode {
         let _ = std::fs::remove_file(&path);
     }
-    eprintln!("veil: {ifname} stopped: {reason}");
+    tracing::info!("{ifname} stopped: {reason}");
     Ok(())
 }

@@ -4,5 +4,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod keys;
+pub mod log;
 pub mod quick;
 pub mod show;

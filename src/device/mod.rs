@@ -173,12 +173,17 @@ fn udp_loop(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generation: u6
     let Some(sock) = sock else { return };
     let mut buf = vec![0u8; MAX_PACKET];
     loop {
-        let r = sock.recv_from(&mut buf);
+        let r = Sockets::recv_from(sock, &mut buf);
         if shared.stop.load(Ordering::Relaxed) || shared.generation.load(Ordering::SeqCst) != generation {
             return;
         }
         let (n, src) = match r {
-            Ok(x) => x,
+            Ok((n, Some(src))) => (n, src),
+            // Shut down but not (yet) told to stop: nothing to read; do not spin.
+            Ok((_, None)) => {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => {
                 thread::sleep(Duration::from_millis(10));
@@ -191,7 +196,9 @@ fn udp_loop(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generation: u6
         if buf[0] == noise::messages::TYPE_DATA {
             let now = Instant::now();
             shared.with_core(|iface, io| {
-                let _ = iface.receive(src, &mut buf[..n], now, false, io);
+                if let Err(e) = iface.receive(src, &mut buf[..n], now, false, io) {
+                    tracing::trace!("{src}: data message refused: {e}");
+                }
             });
         } else {
             // Count before sending: the handshake thread may take the message and decrement
@@ -221,8 +228,38 @@ fn handshake_loop(shared: Arc<Shared>, rx: Receiver<(SocketAddr, Vec<u8>)>) {
         let now = Instant::now();
         let load = shared.under_load(now);
         shared.with_core(|iface, io| {
-            let _ = iface.receive(src, &mut datagram, now, load, io);
+            let result = iface.receive(src, &mut datagram, now, load, io);
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                log_handshake(iface, src, &result);
+            }
         });
+    }
+}
+
+/// A short form of a peer's public key for the log, like wireguard-go's `peer(AbCd…wXyZ)`.
+fn peer_name(iface: &Interface, id: PeerId) -> String {
+    match iface.peer(id) {
+        Some(p) => {
+            let b64 = p.public_key().to_base64();
+            format!("peer({}…{})", &b64[..4], &b64[39..43])
+        }
+        None => "peer(removed)".into(),
+    }
+}
+
+fn log_handshake(iface: &Interface, src: SocketAddr, result: &Result<noise::Received, noise::ReceiveError>) {
+    match result {
+        Ok(noise::Received::Initiation(id)) => {
+            tracing::debug!("{}: handshake initiation from {src}, response sent", peer_name(iface, *id))
+        }
+        Ok(noise::Received::Response(id)) => {
+            tracing::debug!("{}: handshake response from {src}, session established", peer_name(iface, *id))
+        }
+        Ok(noise::Received::CookieReply(id)) => {
+            tracing::debug!("{}: cookie reply from {src} (the peer is under load)", peer_name(iface, *id))
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("{src}: handshake message refused: {e}"),
     }
 }
 
@@ -390,7 +427,7 @@ fn handle_request(shared: &Arc<Shared>, op: &str, body: &mut dyn Iterator<Item =
             let errno = match uapi::parse_set(body).and_then(|req| apply_set(shared, req)) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("veil: uapi set refused: {e}");
+                    tracing::warn!("UAPI set refused: {e}");
                     e.errno
                 }
             };

@@ -45,6 +45,18 @@ impl Sockets {
         Ok(Sockets { v4: Some(v4), v6, port })
     }
 
+    /// Receives one datagram on `sock` (one of these sockets). The address is `None` when the
+    /// socket was shut down (a zero-length read with no sender), which the standard library's
+    /// `recv_from` would turn into a panic.
+    pub fn recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, the slice is already initialized,
+        // and recvfrom only writes initialized bytes into it, so viewing it as possibly
+        // uninitialized for the duration of the call cannot expose uninitialized memory.
+        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+        let (n, from) = socket2::SockRef::from(sock).recv_from(uninit)?;
+        Ok((n, from.as_socket()))
+    }
+
     /// Sends one datagram on the socket of the destination's family.
     pub fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
         let sock = match to {
