@@ -183,10 +183,26 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
         }
     };
     readiness.ready();
+    // A panicking thread would leave a half-working device behind; stop the whole daemon instead,
+    // cleanly (socket removed), and say so.
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        PANICKED.store(true, Ordering::SeqCst);
+    }));
     tracing::info!("{ifname} is up, configure it with `wg set {ifname} ...` or `wg setconf {ifname} FILE`");
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
             break "signal".to_string();
+        }
+        if PANICKED.load(Ordering::SeqCst) {
+            device.stop("internal error");
+            if inode(&path) == our_inode {
+                let _ = std::fs::remove_file(&path);
+            }
+            tracing::error!("{ifname} stopped: internal error (a thread panicked, see above)");
+            return Err("internal error: a thread panicked".into());
         }
         if device.stopped() {
             break device.exit_reason().unwrap_or_else(|| "stopped".into());
