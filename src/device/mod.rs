@@ -98,6 +98,11 @@ impl Output for Io<'_> {
 }
 
 impl Shared {
+    /// The output the core writes to, bound to `sockets` and the routing table `allowed`.
+    fn io<'a>(&'a self, sockets: &'a Sockets, allowed: &'a AllowedIps<PeerId>) -> Io<'a> {
+        Io { sockets, tun: &self.tun, allowed, dropped: &self.dropped_not_allowed }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -125,8 +130,7 @@ impl Shared {
             return None;
         }
         let state = &mut *guard;
-        let mut io =
-            Io { sockets: &sockets, tun: &self.tun, allowed: &state.allowed, dropped: &self.dropped_not_allowed };
+        let mut io = self.io(&sockets, &state.allowed);
         let r = f(&mut state.iface, &mut io);
         let next = state.iface.next_deadline();
         if next.is_some() && (state.timer_wake.is_none() || next < state.timer_wake) {
@@ -274,12 +278,7 @@ fn timer_loop(shared: Arc<Shared>) {
         {
             let sockets = sockets_of(&shared);
             let state = &mut *guard;
-            let mut io = Io {
-                sockets: &sockets,
-                tun: &shared.tun,
-                allowed: &state.allowed,
-                dropped: &shared.dropped_not_allowed,
-            };
+            let mut io = shared.io(&sockets, &state.allowed);
             state.iface.tick(now, &mut io);
         }
         let next = guard.iface.next_deadline();
@@ -556,12 +555,7 @@ fn apply_set(shared: &Arc<Shared>, req: SetRequest) -> Result<(), UapiError> {
             let interval = (secs != 0).then(|| Duration::from_secs(secs as u64));
             if interval != guard.iface.peer(id).and_then(|p| p.persistent_keepalive()) {
                 let state = &mut *guard;
-                let mut io = Io {
-                    sockets: &sockets,
-                    tun: &shared.tun,
-                    allowed: &state.allowed,
-                    dropped: &shared.dropped_not_allowed,
-                };
+                let mut io = shared.io(&sockets, &state.allowed);
                 let _ = if state.has_key {
                     state.iface.set_persistent_keepalive(id, interval, now, &mut io)
                 } else {
