@@ -81,3 +81,20 @@ fn a_million_messages_across_hundreds_of_rekeys() {
     // Old sessions are retired: at most current, previous and next per side.
     assert!(p.a.iface.index_count() <= 4 && p.b.iface.index_count() <= 4);
 }
+
+/// `wg syncconf` resends the private key in use: that must not cost the sessions, while a new
+/// key must (sessions made with the old key are worthless).
+#[test]
+fn setting_the_same_private_key_keeps_sessions_and_a_new_one_drops_them() {
+    let mut p = Pair::default();
+    p.establish();
+    let same = p.a.iface.private_key().clone();
+    p.a.iface.set_private_key(same);
+    p.a.wire_log.clear();
+    assert_eq!(p.a_sends(&packet(1, 10)), SendOutcome::Sent, "the session survived the same key");
+    assert_eq!(p.b.out.delivered.last().unwrap().1, packet(1, 10));
+    assert_eq!(p.a.iface.stats(p.a.peer).unwrap().handshakes_completed, 1, "no new handshake");
+
+    p.a.iface.set_private_key(common::secret(9));
+    assert_eq!(p.a_sends(&packet(2, 10)), SendOutcome::Queued, "a new key needs a new handshake");
+}

@@ -793,7 +793,11 @@ fn wg_syncconf_removes_only_missing_peers() {
     assert!(!listed.contains(&hex(&x.public)), "x is gone: {listed:?}");
     assert!(listed.contains(&hex(&y.public)) && listed.contains(&hex(&p.b.keys.public)), "b and y kept: {listed:?}");
     assert_eq!(handshake(a, &p.b.keys.public), before, "b's session survived syncconf");
+    // syncconf resent a's unchanged private key: b's session must still be good for a, so b
+    // reaches a at once, with no new handshake on either side.
+    assert!(p.nb.ping("10.9.0.1", 2), "b -> a right after syncconf");
     assert!(p.na.ping("10.9.0.2", 2), "b still reachable");
+    assert_eq!(handshake(a, &p.b.keys.public), before, "no new handshake after syncconf");
 }
 
 #[test]

@@ -118,7 +118,11 @@ impl Interface {
     /// Replaces our static key. Every session and handshake is dropped (they were made with the
     /// old key); peers, their settings and queued packets stay. A peer whose public key is the
     /// new key's own public key is removed, since an interface cannot be its own peer.
+    /// Setting the key already in use changes nothing (`wg syncconf` resends it every time).
     pub fn set_private_key(&mut self, secret: StaticSecret) {
+        if secret == self.secret {
+            return;
+        }
         let public = secret.public_key();
         if let Some(own) = self.by_key.get(&public).copied() {
             let _ = self.remove_peer(own);
