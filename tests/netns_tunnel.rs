@@ -279,15 +279,7 @@ fn bulk_tcp_survives_many_rekeys() {
 
     // Handshake responses (message type 2) on the underlay, both directions, into a file; -c
     // bounds the capture, and the Proc is stopped at the end.
-    let pcap = TempFile::new("");
-    let _ = std::fs::remove_file(pcap.path());
-    let mut dump = Proc::spawn(
-        &p.na,
-        &format!("tcpdump -Z root -i {} -n -U -c 10000 -w {} 'udp and udp[8] = 2'", p.veth_a, pcap.path()),
-        "tcpdump",
-    );
-    let capturing = wait_until(Duration::from_secs(10), || std::fs::metadata(pcap.path()).is_ok_and(|m| m.len() >= 24));
-    assert!(capturing, "tcpdump did not start");
+    let mut dump = Capture::start(&p.na, &p.veth_a, "udp and udp[8] = 2");
 
     let before_a = transfer(&p.na, &p.a.ifname);
     let before_b = transfer(&p.nb, &p.b.ifname);
@@ -296,9 +288,8 @@ fn bulk_tcp_survives_many_rekeys() {
     });
     assert!(result.sent > 0 && result.received > 0, "no data moved: {result:?}");
 
-    dump.terminate(Duration::from_secs(5));
-    let listed = sh_out(&format!("tcpdump -n -r {} 2>/dev/null", pcap.path()));
-    let responses = String::from_utf8_lossy(&listed.stdout).lines().count();
+    dump.stop();
+    let responses = dump.lines("").len();
 
     let handshakes = new_a.max(new_b);
     eprintln!(
@@ -352,27 +343,12 @@ fn no_cookie_replies_without_load() {
     // cookie reply (a cookie reply means the responder wrongly thought it was under load).
     let p =
         pair_with("10.8.0.1/24", "10.8.0.2/24", None, None, "VEIL_REKEY_AFTER_TIME_MS=500 VEIL_REKEY_TIMEOUT_MS=250");
-    let pcap = TempFile::new("");
-    let _ = std::fs::remove_file(pcap.path());
-    let mut dump = Proc::spawn(
-        &p.na,
-        &format!(
-            "tcpdump -Z root -i {} -n -U -c 10000 -w {} 'udp and udp[8] >= 1 and udp[8] <= 3'",
-            p.veth_a,
-            pcap.path()
-        ),
-        "tcpdump",
-    );
-    let capturing = wait_until(Duration::from_secs(10), || std::fs::metadata(pcap.path()).is_ok_and(|m| m.len() >= 24));
-    assert!(capturing, "tcpdump did not start");
+    let mut dump = Capture::start(&p.na, &p.veth_a, "udp and udp[8] >= 1 and udp[8] <= 3");
     // 40 pings 0.2 s apart (8 s, bounded by -w): about one handshake every half second.
     let out = p.na.sh_out("ping -c 40 -i 0.2 -W 2 -w 30 10.9.0.2");
     assert!(out.status.success(), "pings: {}", String::from_utf8_lossy(&out.stdout));
-    dump.terminate(Duration::from_secs(5));
-    let count = |kind: u8| {
-        let o = sh_out(&format!("tcpdump -n -r {} 'udp[8] = {kind}' 2>/dev/null", pcap.path()));
-        String::from_utf8_lossy(&o.stdout).lines().count()
-    };
+    dump.stop();
+    let count = |kind: u8| dump.lines(&format!("udp[8] = {kind}")).len();
     let (initiations, responses, cookies) = (count(1), count(2), count(3));
     eprintln!("no-load handshakes: {initiations} initiations, {responses} responses, {cookies} cookie replies");
     assert!(responses >= MIN_REKEYS, "only {responses} handshake responses");
@@ -402,4 +378,25 @@ fn a_packet_whose_source_is_not_the_peers_allowed_ip_is_dropped() {
     // Once b lets a claim the address, the same pings get through.
     p.nb.sh(&format!("wg set {} peer {} allowed-ips 10.9.0.1/32,10.9.0.99/32", p.b.ifname, p.a.keys.public));
     assert!(p.na.ping("10.9.0.2 -I 10.9.0.99", 3), "allowed now");
+}
+
+#[test]
+fn an_mtu_lowered_after_start_caps_the_padding() {
+    if !require_root("an_mtu_lowered_after_start_caps_the_padding") {
+        return;
+    }
+    let p = pair_with("10.8.0.1/24", "10.8.0.2/24", None, None, "");
+    assert!(p.na.ping_until("10.9.0.2", Duration::from_secs(10)), "tunnel up");
+    p.na.sh(&format!("ip link set dev {} mtu 1380", p.a.ifname));
+    // veil reads the MTU again at most once a second while packets flow.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut dump = Capture::start(&p.na, &p.veth_a, "udp and src host 10.8.0.1 and udp[8] = 4 and greater 1300");
+    // 1352 bytes of ICMP payload make 1380-byte IP packets: exactly the new MTU. Padding to a
+    // multiple of 16 would make 1392, but never past the MTU: 16 + 1380 + 16 bytes of UDP payload.
+    assert!(p.na.ping("-s 1352 -M do 10.9.0.2", 3), "full-size pings at the new MTU");
+    dump.stop();
+    let lengths: Vec<String> =
+        dump.lines("").iter().filter_map(|l| l.split("length ").nth(1).map(str::to_string)).collect();
+    assert!(!lengths.is_empty(), "no full-size data messages captured: {:?}", dump.lines(""));
+    assert!(lengths.iter().all(|l| l == "1412"), "UDP payload lengths {lengths:?}, want 1412 (MTU 1380)");
 }

@@ -38,6 +38,8 @@ const UNDER_LOAD_AT: usize = HANDSHAKE_QUEUE / 8;
 const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 /// Largest datagram or packet handled.
 const MAX_PACKET: usize = 65535 + 64;
+/// How often, at most, the TUN's MTU is read again while packets flow.
+const MTU_REREAD: Duration = Duration::from_secs(1);
 
 /// Why the device stopped.
 pub type ExitReason = String;
@@ -150,6 +152,7 @@ impl Shared {
 
 fn tun_loop(shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_PACKET];
+    let mut mtu_read = Instant::now();
     loop {
         let n = match shared.tun.recv(&mut buf) {
             Ok(n) => n,
@@ -165,7 +168,20 @@ fn tun_loop(shared: Arc<Shared>) {
         let packet = &buf[..n];
         let Some(dst) = ip::destination(packet) else { continue };
         let now = Instant::now();
+        // The padding cap follows the TUN's MTU (`ip link set mtu` after start); reading it is a
+        // system call, so at most once per MTU_REREAD while packets flow. (Where the TUN was
+        // moved to another namespace it can no longer be read by name: the last value stays.)
+        let mtu = if now.duration_since(mtu_read) >= MTU_REREAD {
+            mtu_read = now;
+            shared.tun.mtu().ok().map(|m| m as usize)
+        } else {
+            None
+        };
         shared.with_core(|iface, io| {
+            if let Some(mtu) = mtu.filter(|&m| m != iface.config().mtu) {
+                let config = Config { mtu, ..iface.config().clone() };
+                iface.set_config(config);
+            }
             let Some(peer) = io.allowed.lookup(dst) else { return };
             let _ = iface.send(peer, packet, now, io);
         });

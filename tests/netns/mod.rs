@@ -328,3 +328,38 @@ impl Endpoint {
         ns.sh(&format!("wg set {} listen-port {port}", self.ifname));
     }
 }
+
+/// A tcpdump capture on an interface of a namespace, into a file, stopped on `stop` or drop.
+pub struct Capture {
+    proc: Proc,
+    file: TempFile,
+}
+
+impl Capture {
+    /// Starts capturing what `filter` (a pcap filter) matches on `ifname` in `ns`, at most 10,000
+    /// packets, and returns once tcpdump is writing.
+    pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Capture {
+        let file = TempFile::new("");
+        let _ = std::fs::remove_file(file.path());
+        let proc = Proc::spawn(
+            ns,
+            &format!("tcpdump -Z root --immediate-mode -i {ifname} -n -U -c 10000 -w {} '{filter}'", file.path()),
+            "tcpdump",
+        );
+        // The pcap file header (24 bytes) is written once the capture runs.
+        let capturing =
+            wait_until(Duration::from_secs(10), || std::fs::metadata(file.path()).is_ok_and(|m| m.len() >= 24));
+        assert!(capturing, "tcpdump did not start on {ifname}");
+        Capture { proc, file }
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.terminate(Duration::from_secs(5));
+    }
+
+    /// tcpdump's one-line summaries of the captured packets that `filter` matches.
+    pub fn lines(&self, filter: &str) -> Vec<String> {
+        let o = sh_out(&format!("tcpdump -n -r {} '{filter}' 2>/dev/null", self.file.path()));
+        String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    }
+}
