@@ -400,3 +400,26 @@ fn an_mtu_lowered_after_start_caps_the_padding() {
     assert!(!lengths.is_empty(), "no full-size data messages captured: {:?}", dump.lines(""));
     assert!(lengths.iter().all(|l| l == "1412"), "UDP payload lengths {lengths:?}, want 1412 (MTU 1380)");
 }
+
+#[test]
+fn link_local_ipv6_underlay_with_the_zone_as_an_interface_name() {
+    if !require_root("link_local_ipv6_underlay_with_the_zone_as_an_interface_name") {
+        return;
+    }
+    let (na, nb) = (Netns::new("vla"), Netns::new("vlb"));
+    let (veth_a, veth_b) = link(&na, &nb, &["fe80::a/64"], &["fe80::b/64"]);
+    let a = endpoint(&na, Impl::Veil, &A_ADDRS, "");
+    let b = endpoint(&nb, Impl::Veil, &B_ADDRS, "");
+    a.listen(&na, 51820);
+    b.listen(&nb, 51821);
+    // wg passes the zone on as the interface name: endpoint=[fe80::b%va…]:51821.
+    let ep_b = format!("[fe80::b%{veth_a}]:51821");
+    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&ep_b), None);
+    b.add_peer(&nb, &a, "10.9.0.1/32,fd09::1/128", None, None);
+    ping_both_ways(&na, &nb);
+    let at_a = na.sh(&format!("wg show {} endpoints", a.ifname));
+    assert!(at_a.contains(&ep_b), "a's endpoint for b keeps its zone: {at_a}");
+    // b learned a's link-local address from the handshake, on its own veth end.
+    let at_b = nb.sh(&format!("wg show {} endpoints", b.ifname));
+    assert!(at_b.contains("[fe80::") && at_b.contains(&format!("%{veth_b}]:51820")), "b's endpoint for a: {at_b}");
+}

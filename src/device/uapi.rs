@@ -6,7 +6,7 @@
 //! wireguard-go's (negative errno values).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -77,9 +77,20 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, UapiErro
     value.parse().map_err(|_| UapiError::invalid(format!("{key}: invalid number {value:?}")))
 }
 
-/// Parses an endpoint as `wg` writes it: `1.2.3.4:51820` or `[2001:db8::1]:51820`.
+/// Parses an endpoint as `wg` writes it: `1.2.3.4:51820`, `[2001:db8::1]:51820`, or a
+/// link-local address with its zone as a number or an interface name: `[fe80::1%eth0]:51820`.
 pub fn parse_endpoint(value: &str) -> Result<SocketAddr, UapiError> {
-    value.parse().map_err(|_| UapiError::invalid(format!("endpoint: invalid address {value:?}")))
+    let invalid = || UapiError::invalid(format!("endpoint: invalid address {value:?}"));
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = value.strip_prefix('[').and_then(|v| v.split_once("]:")).ok_or_else(invalid)?;
+    let (addr, zone) = host.split_once('%').ok_or_else(invalid)?;
+    let addr: Ipv6Addr = addr.parse().map_err(|_| invalid())?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let scope = super::udp::interface_index(zone)
+        .ok_or_else(|| UapiError::invalid(format!("endpoint {value:?}: no interface {zone:?} for the zone")))?;
+    Ok(SocketAddrV6::new(addr, port, 0, scope).into())
 }
 
 /// Parses a prefix; a bare address means a host prefix. Host bits must be zero, as wg sends.
@@ -230,6 +241,18 @@ mod tests {
                 (true, "fd00::1/128".parse().unwrap())
             ]
         );
+    }
+
+    #[test]
+    fn link_local_endpoints_carry_their_zone() {
+        let numeric = parse_endpoint("[fe80::1%7]:51820").unwrap();
+        assert!(matches!(numeric, SocketAddr::V6(a) if a.scope_id() == 7 && a.port() == 51820));
+        // Every Linux network namespace has "lo", index 1.
+        let named = parse_endpoint("[fe80::2%lo]:1").unwrap();
+        assert_eq!(named, SocketAddr::V6(SocketAddrV6::new("fe80::2".parse().unwrap(), 1, 0, 1)));
+        for bad in ["[fe80::1%no-such-if0]:1", "[fe80::1%lo]:x", "[fe80::1%lo]", "fe80::1%lo:1", "[nope%lo]:1"] {
+            assert_eq!(parse_endpoint(bad).unwrap_err().errno, EINVAL, "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,15 @@ fn open(domain: Domain, addr: SocketAddr, fwmark: u32) -> io::Result<UdpSocket> 
     Ok(s.into())
 }
 
+/// The index of the network interface `name` in this network namespace, for the zone of a
+/// link-local address (`fe80::1%eth0`).
+pub fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call, which only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 impl Sockets {
     /// Binds both families to `port` (0 = any free port, the same for both where possible).
     /// IPv6 is optional: a host without it gets an IPv4 socket only.
