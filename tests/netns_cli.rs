@@ -896,6 +896,68 @@ fn uapi_get_with_200000_allowed_ips_is_complete() {
     assert!(answer.ends_with("errno=0\n\n"), "the answer is complete");
 }
 
+/// UDP ports bound in `ns`, as "address:port" words from `ss`.
+fn udp_bound(ns: &Netns) -> Vec<String> {
+    ns.sh("ss -uanH").lines().filter_map(|l| l.split_whitespace().nth(3).map(str::to_string)).collect()
+}
+
+#[test]
+fn uapi_rebinding_back_and_forth_between_two_ports_never_fails() {
+    if !require_root("uapi_rebinding_back_and_forth_between_two_ports_never_fails") {
+        return;
+    }
+    let ns = Netns::new("clr");
+    let d = endpoint(&ns, Impl::Veil, &[], "");
+    // One connection, as a management tool would keep: each answer must come after the port
+    // left behind is free again, or the next request (back to it) fails with EADDRINUSE.
+    let mut conn = UnixStream::connect(sock(&d.ifname)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut failures = Vec::new();
+    for i in 0..200 {
+        let port = 21000 + i % 2;
+        conn.write_all(format!("set=1\nlisten_port={port}\n\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        while !answer.ends_with("\n\n") {
+            use std::io::BufRead;
+            assert!(reader.read_line(&mut answer).unwrap() > 0, "connection closed after {i} requests");
+        }
+        if errno(&answer) != 0 {
+            failures.push((i, port, errno(&answer)));
+        }
+    }
+    assert!(failures.is_empty(), "refused rebinds (request, port, errno): {failures:?}");
+    let mut bound = udp_bound(&ns);
+    bound.sort();
+    assert_eq!(bound, ["0.0.0.0:21001", "[::]:21001"], "only the last port stays bound");
+}
+
+#[test]
+fn a_kernel_picked_port_is_free_for_both_families() {
+    if !require_root("a_kernel_picked_port_is_free_for_both_families") {
+        return;
+    }
+    // Ten ephemeral ports, five of them taken for IPv6 only: the kernel picks the daemon's port
+    // among those free for IPv4, so it must try again until IPv6 can have the same one.
+    let ns = Netns::new("clp");
+    ns.sh("sysctl -q -w net.ipv4.ip_local_port_range=\"40000 40009\"");
+    let _holder = Proc::spawn(
+        &ns,
+        "python3 -c 'import socket, time\nheld = []\nfor p in range(40000, 40005):\n    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n    s.bind((\"::\", p))\n    held.append(s)\ntime.sleep(300)'",
+        "IPv6 port holder",
+    );
+    assert!(wait_until(Duration::from_secs(10), || udp_bound(&ns).len() == 5), "holder: {:?}", udp_bound(&ns));
+    let daemons: Vec<Endpoint> = (0..3).map(|_| endpoint(&ns, Impl::Veil, &[], "")).collect();
+    for d in &daemons {
+        let port: u16 = ns.sh(&format!("wg show {} listen-port", d.ifname)).trim().parse().unwrap();
+        assert!((40005..=40009).contains(&port), "{} got port {port}", d.ifname);
+        let bound = udp_bound(&ns);
+        for want in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+            assert!(bound.contains(&want), "{want} not bound: {bound:?}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Bad input
 // ---------------------------------------------------------------------------------------------

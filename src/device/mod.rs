@@ -21,7 +21,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
@@ -62,6 +62,8 @@ struct Shared {
     tun: tun_rs::SyncDevice,
     sockets: RwLock<Arc<Sockets>>,
     generation: AtomicU64,
+    /// The reader threads of the current sockets (joined when the sockets are replaced).
+    readers: Mutex<Vec<JoinHandle<()>>>,
     handshake_tx: SyncSender<(SocketAddr, Vec<u8>)>,
     handshake_queued: AtomicUsize,
     under_load_until: Mutex<Option<Instant>>,
@@ -126,11 +128,12 @@ impl Shared {
     /// thread if the core now has an earlier deadline.
     /// Does nothing (returns `None`) while the device has no private key.
     fn with_core<R>(&self, f: impl FnOnce(&mut Interface, &mut Io<'_>) -> R) -> Option<R> {
-        let sockets = self.sockets();
         let mut guard = self.lock();
         if !guard.has_key {
             return None;
         }
+        // Taken under the lock: sockets replaced by a set request are never used afterwards.
+        let sockets = self.sockets();
         let state = &mut *guard;
         let mut io = self.io(&sockets, &state.allowed);
         let r = f(&mut state.iface, &mut io);
@@ -194,7 +197,8 @@ fn udp_loop(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generation: u6
     let mut buf = vec![0u8; MAX_PACKET];
     loop {
         let r = Sockets::recv_from(sock, &mut buf);
-        if shared.stop.load(Ordering::Relaxed) || shared.generation.load(Ordering::SeqCst) != generation {
+        // Sockets of an older generation were replaced: leave (newer readers may start first).
+        if shared.stop.load(Ordering::Relaxed) || shared.generation.load(Ordering::SeqCst) > generation {
             return;
         }
         let (n, src) = match r {
@@ -330,6 +334,7 @@ impl Device {
             tun,
             sockets: RwLock::new(sockets.clone()),
             generation: AtomicU64::new(0),
+            readers: Mutex::new(Vec::new()),
             handshake_tx,
             handshake_queued: AtomicUsize::new(0),
             under_load_until: Mutex::new(None),
@@ -343,7 +348,7 @@ impl Device {
         thread::Builder::new().name("veil-handshake".into()).spawn(move || handshake_loop(s, handshake_rx))?;
         let s = shared.clone();
         thread::Builder::new().name("veil-timers".into()).spawn(move || timer_loop(s))?;
-        spawn_udp_readers(&shared, sockets, 0)?;
+        *shared.readers.lock().unwrap_or_else(|e| e.into_inner()) = spawn_udp_readers(&shared, sockets, 0)?;
         Ok(Device { shared })
     }
 
@@ -389,12 +394,37 @@ impl Device {
     }
 }
 
-fn spawn_udp_readers(shared: &Arc<Shared>, sockets: Arc<Sockets>, generation: u64) -> std::io::Result<()> {
+fn spawn_udp_readers(
+    shared: &Arc<Shared>,
+    sockets: Arc<Sockets>,
+    generation: u64,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut readers = Vec::new();
     for v6 in [false, true] {
         let (s, socks) = (shared.clone(), sockets.clone());
-        thread::Builder::new().name("veil-udp".into()).spawn(move || udp_loop(s, socks, v6, generation))?;
+        readers.push(thread::Builder::new().name("veil-udp".into()).spawn(move || udp_loop(s, socks, v6, generation))?);
     }
-    Ok(())
+    Ok(readers)
+}
+
+/// Sockets replaced by a set request, with their reader threads.
+struct Retired {
+    sockets: Arc<Sockets>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Retired {
+    /// Waits for the readers to leave (they were woken by the shutdown and see the new
+    /// generation), then closes the sockets, so that their port is free again when the set
+    /// request is answered. Must run without the state lock: a reader may be waiting for it.
+    fn close(self) {
+        for reader in self.readers {
+            let _ = reader.join();
+        }
+        if Arc::strong_count(&self.sockets) > 1 {
+            tracing::warn!("old UDP sockets are still in use; their port is freed once that ends");
+        }
+    }
 }
 
 fn serve_conn(shared: &Arc<Shared>, conn: UnixStream) {
@@ -478,32 +508,53 @@ fn peer_id_of(iface: &Interface, key: &noise::PublicKey) -> PeerId {
     iface.peer_by_key(key).expect("listed peer exists")
 }
 
-/// Applies a validated set request. Only binding a new port can fail, and it is tried first,
-/// so a refused request changes nothing.
+/// Applies a validated set request. What can fail (binding a new port, setting the fwmark) is
+/// done first, so a refused request changes nothing.
 fn apply_set(shared: &Arc<Shared>, req: SetRequest) -> Result<(), UapiError> {
+    let mut retired = None;
+    let result = apply_set_locked(shared, &mut shared.lock(), req, &mut retired);
+    if let Some(old) = retired {
+        old.close();
+    }
+    result
+}
+
+fn apply_set_locked(
+    shared: &Arc<Shared>,
+    guard: &mut State,
+    req: SetRequest,
+    retired: &mut Option<Retired>,
+) -> Result<(), UapiError> {
     let now = Instant::now();
-    let mut guard = shared.lock();
     let fwmark = req.fwmark.unwrap_or(guard.fwmark);
     let current_port = shared.sockets().port;
+    let rebind = req.listen_port.filter(|&port| port != current_port || port == 0 && guard.listen_port != 0);
+    if rebind.is_none()
+        && let Some(mark) = req.fwmark
+    {
+        shared.sockets().set_fwmark(mark).map_err(|e| UapiError { errno: uapi::EIO, message: e.to_string() })?;
+    }
+    if let Some(port) = rebind {
+        let new = Sockets::bind(port, fwmark).map_err(|e| UapiError {
+            errno: if e.kind() == std::io::ErrorKind::AddrInUse { uapi::EADDRINUSE } else { uapi::EIO },
+            message: format!("cannot bind UDP port {port}: {e}"),
+        })?;
+        let new = Arc::new(new);
+        let generation = shared.generation.load(Ordering::SeqCst) + 1;
+        let readers = spawn_udp_readers(shared, new.clone(), generation).map_err(|e| {
+            new.shutdown();
+            UapiError { errno: uapi::EIO, message: format!("cannot start UDP readers: {e}") }
+        })?;
+        let old = std::mem::replace(&mut *shared.sockets.write().unwrap_or_else(|e| e.into_inner()), new);
+        shared.generation.store(generation, Ordering::SeqCst);
+        old.shutdown();
+        let old_readers = std::mem::replace(&mut *shared.readers.lock().unwrap_or_else(|e| e.into_inner()), readers);
+        *retired = Some(Retired { sockets: old, readers: old_readers });
+    }
     if let Some(port) = req.listen_port {
-        if port != current_port || port == 0 && guard.listen_port != 0 {
-            let new = Sockets::bind(port, fwmark).map_err(|e| UapiError {
-                errno: if e.kind() == std::io::ErrorKind::AddrInUse { uapi::EADDRINUSE } else { uapi::EIO },
-                message: format!("cannot bind UDP port {port}: {e}"),
-            })?;
-            let new = Arc::new(new);
-            let old = std::mem::replace(&mut *shared.sockets.write().unwrap_or_else(|e| e.into_inner()), new.clone());
-            let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            old.shutdown();
-            spawn_udp_readers(shared, new, generation)
-                .map_err(|e| UapiError { errno: uapi::EIO, message: e.to_string() })?;
-        }
         guard.listen_port = port;
     }
-    if let Some(mark) = req.fwmark {
-        shared.sockets().set_fwmark(mark).map_err(|e| UapiError { errno: uapi::EIO, message: e.to_string() })?;
-        guard.fwmark = mark;
-    }
+    guard.fwmark = fwmark;
     if let Ok(mtu) = shared.tun.mtu() {
         let mut config = guard.iface.config().clone();
         config.mtu = mtu as usize;

@@ -8,6 +8,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Socket buffer size asked for (the kernel caps it at net.core.{r,w}mem_max unless root).
 const BUFFER_BYTES: usize = 8 << 20;
+/// How many kernel-picked ports to try before giving up on one free for both families.
+const BIND_ATTEMPTS: usize = 100;
 
 /// The pair of sockets bound to one port.
 pub struct Sockets {
@@ -41,9 +43,23 @@ pub fn interface_index(name: &str) -> Option<u32> {
 }
 
 impl Sockets {
-    /// Binds both families to `port` (0 = any free port, the same for both where possible).
-    /// IPv6 is optional: a host without it gets an IPv4 socket only.
+    /// Binds both families to `port` (0 = any free port, the same for both). IPv6 is optional:
+    /// a host without it gets an IPv4 socket only.
     pub fn bind(port: u16, fwmark: u32) -> io::Result<Sockets> {
+        // With port 0 the kernel picks a port free for IPv4, which IPv6 may have in use: then
+        // try another one.
+        let attempts = if port == 0 { BIND_ATTEMPTS } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            match Self::bind_once(port, fwmark) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    fn bind_once(port: u16, fwmark: u32) -> io::Result<Sockets> {
         let v4 = open(Domain::IPV4, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into(), fwmark)?;
         let port = v4.local_addr()?.port();
         let v6 = match open(Domain::IPV6, SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into(), fwmark) {
