@@ -189,10 +189,15 @@ fn lan(ns: &Netns, addr: &str) {
 
 /// One raw UAPI request; returns the whole answer.
 fn uapi(ifname: &str, request: &str) -> String {
+    uapi_bytes(ifname, request.as_bytes())
+}
+
+/// One raw UAPI request of any bytes, then the end of the stream; returns the whole answer.
+fn uapi_bytes(ifname: &str, request: &[u8]) -> String {
     let mut s = UnixStream::connect(sock(ifname)).unwrap_or_else(|e| panic!("connect {ifname}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(request).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -1088,14 +1093,66 @@ fn uapi_malformed_lines_are_einval_and_change_nothing() {
         ("bad keepalive", format!("{prelude}persistent_keepalive_interval=70000\n")),
         ("bad listen port", format!("listen_port=65536\n{prelude}")),
     ];
-    for (what, body) in cases {
-        let answer = uapi(i, &format!("set=1\n{body}\n"));
+    let whole = |body: &str| format!("set=1\n{body}\n").into_bytes();
+    let mut requests: Vec<(&str, Vec<u8>)> = cases.iter().map(|(what, body)| (*what, whole(body))).collect();
+    let mut not_utf8 = format!("set=1\n{prelude}").into_bytes();
+    not_utf8.extend_from_slice(b"allowed_ip=10.72.0.0/16\xff\xfe\n\n");
+    requests.push(("a line that is not UTF-8", not_utf8));
+    requests.push(("a line of 10,000 bytes", whole(&format!("{prelude}allowed_ip={}\n", "1".repeat(10_000)))));
+    // The stream ends before the request's empty line: an incomplete request is not applied.
+    requests.push(("cut short", format!("set=1\n{prelude}").into_bytes()));
+    requests.push(("cut short mid-line", format!("set=1\n{prelude}allowed_ip=10.73").into_bytes()));
+    for (what, request) in requests {
+        let answer = uapi_bytes(i, &request);
         assert_eq!(errno(&answer), -22, "{what}: errno=-22 expected, got {answer:?}");
         assert_eq!(get(i), before, "{what}: the device must be unchanged");
     }
     // An unknown operation is refused too, and the socket keeps serving.
     assert_eq!(errno(&uapi(i, "frob=1\n\n")), -22, "unknown operation");
     assert_eq!(get(i), before);
+}
+
+#[test]
+fn uapi_connections_are_capped_and_idle_ones_closed() {
+    if !require_root("uapi_connections_are_capped_and_idle_ones_closed") {
+        return;
+    }
+    const CAP: usize = 128; // UAPI_MAX_CONNECTIONS in src/device/mod.rs
+    let ns = Netns::new("clu");
+    let d = endpoint(&ns, Impl::Veil, &[], "");
+    let connect = || {
+        let c = UnixStream::connect(sock(&d.ifname)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        c
+    };
+    // Each connection is known to be served once it answered a get.
+    let mut held: Vec<UnixStream> = Vec::new();
+    for _ in 0..CAP {
+        let mut c = connect();
+        c.write_all(b"get=1\n\n").unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"errno=0\n\n") {
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "connection {} closed early", held.len());
+            answer.extend_from_slice(&buf[..n]);
+        }
+        held.push(c);
+    }
+    // One more is closed without an answer.
+    let mut extra = connect();
+    let _ = extra.write_all(b"get=1\n\n");
+    let mut buf = [0u8; 64];
+    assert_eq!(extra.read(&mut buf).unwrap_or(0), 0, "connection {} beyond the cap is closed", CAP + 1);
+    // Closing one frees a place.
+    held.pop();
+    let served = wait_until(Duration::from_secs(10), || uapi(&d.ifname, "get=1\n\n").ends_with("errno=0\n\n"));
+    assert!(served, "a connection is served again once one closed");
+    // The held connections sit idle: the daemon closes them after its idle timeout (30 s).
+    let mut idle = held.pop().unwrap();
+    let closed = idle.read(&mut buf);
+    assert!(matches!(closed, Ok(0)), "an idle connection is closed by the daemon: {closed:?}");
+    assert!(get(&d.ifname).ends_with("errno=0\n\n"), "and the socket keeps serving");
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub mod allowed_ips;
 pub mod uapi;
 pub mod udp;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +38,12 @@ const UNDER_LOAD_AT: usize = HANDSHAKE_QUEUE / 8;
 const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 /// Largest datagram or packet handled.
 const MAX_PACKET: usize = 65535 + 64;
+/// A UAPI connection idle (or stalled inside a request) this long is closed.
+const UAPI_IDLE: Duration = Duration::from_secs(30);
+/// At most this many UAPI connections are served at once; more are closed at once.
+const UAPI_MAX_CONNECTIONS: usize = 128;
+/// The longest UAPI line accepted (the longest valid one is under 100 bytes).
+const MAX_UAPI_LINE: usize = 4096;
 /// How often, at most, the TUN's MTU is read again while packets flow.
 const MTU_REREAD: Duration = Duration::from_secs(1);
 
@@ -70,6 +76,8 @@ struct Shared {
     stop: AtomicBool,
     exit: Mutex<Option<ExitReason>>,
     dropped_not_allowed: AtomicU64,
+    /// UAPI connections being served.
+    uapi_connections: AtomicUsize,
 }
 
 /// A running device.
@@ -341,6 +349,7 @@ impl Device {
             stop: AtomicBool::new(false),
             exit: Mutex::new(None),
             dropped_not_allowed: AtomicU64::new(0),
+            uapi_connections: AtomicUsize::new(0),
         });
         let s = shared.clone();
         thread::Builder::new().name("veil-tun".into()).spawn(move || tun_loop(s))?;
@@ -361,8 +370,19 @@ impl Device {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
+                if shared.uapi_connections.fetch_add(1, Ordering::SeqCst) >= UAPI_MAX_CONNECTIONS {
+                    shared.uapi_connections.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!("UAPI: {UAPI_MAX_CONNECTIONS} connections open already; one more refused");
+                    continue;
+                }
                 let s = shared.clone();
-                let _ = thread::Builder::new().name("veil-uapi-conn".into()).spawn(move || serve_conn(&s, conn));
+                let spawned = thread::Builder::new().name("veil-uapi-conn".into()).spawn(move || {
+                    serve_conn(&s, conn);
+                    s.uapi_connections.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    shared.uapi_connections.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })?;
         Ok(())
@@ -427,33 +447,88 @@ impl Retired {
     }
 }
 
+/// One line of a UAPI request, without its newline.
+enum Line {
+    Text(String),
+    /// Not UTF-8, or longer than MAX_UAPI_LINE: the request is refused.
+    Invalid,
+    /// End of the stream (also in the middle of a line), a read error or the idle timeout.
+    End,
+}
+
+fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Line {
+    buf.clear();
+    match reader.by_ref().take(MAX_UAPI_LINE as u64 + 1).read_until(b'\n', buf) {
+        Ok(0) | Err(_) => Line::End,
+        Ok(_) if buf.last() != Some(&b'\n') => {
+            if buf.len() > MAX_UAPI_LINE {
+                Line::Invalid
+            } else {
+                Line::End
+            }
+        }
+        Ok(_) => {
+            buf.pop();
+            match std::str::from_utf8(buf) {
+                Ok(text) => Line::Text(text.to_string()),
+                Err(_) => Line::Invalid,
+            }
+        }
+    }
+}
+
+/// Serves the requests of one UAPI connection, in order. A request is applied only when it is
+/// complete (its empty line arrived) and every line is text: a request cut short by the end of
+/// the stream changes nothing (wireguard-go would apply the lines it got).
 fn serve_conn(shared: &Arc<Shared>, conn: UnixStream) {
+    let _ = conn.set_read_timeout(Some(UAPI_IDLE));
+    let _ = conn.set_write_timeout(Some(UAPI_IDLE));
     let Ok(write_half) = conn.try_clone() else { return };
     let mut writer = std::io::BufWriter::new(write_half);
     let mut reader = BufReader::new(conn);
-    let mut first = String::new();
+    let mut buf = Vec::new();
     loop {
-        first.clear();
-        match reader.read_line(&mut first) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let op = first.trim_end_matches('\n').to_string();
+        let mut valid = true;
+        let op = match next_line(&mut reader, &mut buf) {
+            Line::End => return,
+            Line::Invalid => {
+                valid = false;
+                String::new()
+            }
+            // An empty request: nothing to wait for.
+            Line::Text(op) if op.is_empty() => {
+                if writer
+                    .write_all(format!("errno={}\n\n", uapi::EINVAL).as_bytes())
+                    .and_then(|_| writer.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Line::Text(op) => op,
+        };
         let mut body: Vec<String> = Vec::new();
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            match next_line(&mut reader, &mut buf) {
+                Line::End => {
+                    tracing::warn!("UAPI request cut short ({} lines, no empty line): not applied", body.len() + 1);
+                    let _ =
+                        writer.write_all(format!("errno={}\n\n", uapi::EINVAL).as_bytes()).and_then(|_| writer.flush());
+                    return;
+                }
+                Line::Invalid => valid = false,
+                Line::Text(line) if line.is_empty() => break,
+                Line::Text(line) => body.push(line),
             }
-            let line = line.trim_end_matches('\n').to_string();
-            if line.is_empty() {
-                break;
-            }
-            body.push(line);
         }
         let mut out = String::new();
-        handle_request(shared, &op, &mut body.iter().map(String::as_str), &mut out);
+        if valid {
+            handle_request(shared, &op, &mut body.iter().map(String::as_str), &mut out);
+        } else {
+            tracing::warn!("UAPI request refused: a line is not UTF-8 text or is too long");
+            out.push_str(&format!("errno={}\n\n", uapi::EINVAL));
+        }
         if writer.write_all(out.as_bytes()).and_then(|_| writer.flush()).is_err() {
             return;
         }
