@@ -194,7 +194,12 @@ fn bring_up(cfg: &Config, ifname: &str) -> Result<(), String> {
                 }
                 add_default_route(ifname, &net, fw)?;
             } else if table == "auto" {
-                run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname])?;
+                // As wg-quick: nothing to add where a route of the interface covers the prefix
+                // already (the subnet of the interface's address, say).
+                let covered = output("ip", &[family(&net), "route", "show", "dev", ifname, "match", &net.to_string()]);
+                if covered.trim().is_empty() {
+                    run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname])?;
+                }
             } else {
                 run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname, "table", &table])?;
             }
