@@ -518,6 +518,73 @@ fn veil_up_configures_like_wg_quick() {
     assert_gone(&nv, &iv);
 }
 
+/// A stand-in for resolvconf in `dir`: logs its arguments and input to `dir/resolvconf.log`,
+/// then exits with `status`. Returns the directory to put first on PATH.
+fn fake_resolvconf(dir: &TempDir, status: i32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.file("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.file("resolvconf.log");
+    let script = format!("#!/bin/sh\necho \"resolvconf $*\" >> {0}\ncat >> {0}\nexit {status}\n", log.display());
+    let path = bin.join("resolvconf");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin.to_str().unwrap().to_string()
+}
+
+#[test]
+fn veil_up_sets_dns_through_resolvconf_as_wg_quick_does() {
+    if !require_root("veil_up_sets_dns_through_resolvconf_as_wg_quick_does")
+        || !have_wg_quick("veil_up_sets_dns_through_resolvconf_as_wg_quick_does")
+    {
+        return;
+    }
+    let (a, b) = (keys(), keys());
+    let text = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = 10.101.0.1/24\nDNS = 10.101.0.53, fd00:101::53, corp.example\n\
+         DNS = lab.example\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.101.0.2/32\n",
+        a.private, b.public
+    );
+    // The same config through wg-quick and through veil up, each with the stand-in first on
+    // PATH: both must hand resolvconf the same commands and the same input.
+    let mut logs = Vec::new();
+    for tool in ["wg-quick", "veil"] {
+        let (ns, dir, ifname) = (Netns::new("cldns"), TempDir::new(), unique("cdn"));
+        let conf = dir.conf(&ifname, &text);
+        let path = fake_resolvconf(&dir, 0);
+        let run = |verb: &str| {
+            let cmd = match tool {
+                "veil" => format!("env PATH={path}:$PATH {} {verb} {conf}", veil()),
+                _ => {
+                    format!("env PATH={path}:$PATH WG_QUICK_USERSPACE_IMPLEMENTATION={} wg-quick {verb} {conf}", veil())
+                }
+            };
+            let (ok, out) = run_in(&ns, &cmd);
+            assert!(ok, "{tool} {verb} failed:\n{out}");
+        };
+        run("up");
+        assert_running(&ns, &ifname);
+        run("down");
+        assert_gone(&ns, &ifname);
+        let log = std::fs::read_to_string(dir.file("resolvconf.log")).unwrap_or_default();
+        logs.push(log.replace(&ifname, "IFNAME"));
+    }
+    assert_eq!(logs[1], logs[0], "veil up/down and wg-quick up/down call resolvconf alike");
+    assert_eq!(
+        logs[1],
+        "resolvconf -a IFNAME -m 0 -x\nnameserver 10.101.0.53\nnameserver fd00:101::53\nsearch corp.example lab.example\n\
+         resolvconf -d IFNAME -f\n"
+    );
+
+    // Where resolvconf fails, veil up fails and leaves nothing behind.
+    let (ns, dir, ifname) = (Netns::new("cldnf"), TempDir::new(), unique("cdf"));
+    let conf = dir.conf(&ifname, &text);
+    let path = fake_resolvconf(&dir, 1);
+    let (ok, out) = run_in(&ns, &format!("env PATH={path}:$PATH {} up {conf}", veil()));
+    assert!(!ok && out.contains("DNS= needs resolvconf"), "veil up with a failing resolvconf:\n{out}");
+    assert_nothing_left(&ns, &ifname);
+}
+
 #[test]
 fn veil_up_picks_the_mtu_as_wg_quick_does() {
     if !require_root("veil_up_picks_the_mtu_as_wg_quick_does")

@@ -2,11 +2,12 @@
 //! configuration file, with veil as the implementation and no wg-quick needed.
 //!
 //! Up: PreUp hooks, start the daemon, configure it over its socket, addresses, MTU, link up,
-//! routes for the allowed IPs (a /0 gets wg-quick's fwmark policy routing), PostUp hooks. Any
+//! routes for the allowed IPs (a /0 gets wg-quick's fwmark policy routing), DNS through
+//! resolvconf, PostUp hooks. Any
 //! failure (a failing PostUp hook included) removes the interface again, so nothing is left
 //! half-configured. Without `MTU`, the MTU is wg-quick's: the largest MTU of the routes to the
 //! endpoints (else of the default route, else 1500) minus 80. Down: PreDown hooks, the file
-//! rewritten from the live device if `SaveConfig = true`, policy rules removed, interface
+//! rewritten from the live device if `SaveConfig = true`, DNS and policy rules removed, interface
 //! deleted (the daemon exits with it), PostDown hooks.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -69,6 +70,65 @@ fn hooks(list: &[String], ifname: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Runs `cmd` with `input` on its standard input.
+fn run_with_input(cmd: &str, args: &[&str], input: &str) -> Result<(), String> {
+    use std::io::Write;
+    eprintln!("[#] {cmd} {}", args.join(" "));
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    let written = child.stdin.take().map(|mut i| i.write_all(input.as_bytes()));
+    let out = child.wait_with_output().map_err(|e| format!("{cmd}: {e}"))?;
+    match written {
+        Some(Err(e)) => Err(format!("{cmd}: writing its input: {e}")),
+        _ if !out.status.success() => {
+            Err(format!("`{cmd} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The name the interface's DNS record has in resolvconf, as wg-quick gives it: the interface
+/// name, behind the first `NAME*` pattern of Debian resolvconf's interface-order file if there
+/// is one (so that its record is ordered like other tunnels').
+fn resolvconf_record(ifname: &str) -> String {
+    let order = std::fs::read_to_string("/etc/resolvconf/interface-order").unwrap_or_default();
+    let prefix = order.lines().map(str::trim).find_map(|l| {
+        let name = l.strip_suffix('*')?;
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then_some(name)
+    });
+    match prefix {
+        Some(p) => format!("{p}.{ifname}"),
+        None => ifname.to_string(),
+    }
+}
+
+/// `DNS =`: addresses become name servers, anything else search domains, handed to resolvconf
+/// as wg-quick does (exclusive, highest priority). Fails where resolvconf is missing.
+fn set_dns(cfg: &Config, ifname: &str) -> Result<(), String> {
+    if cfg.interface.dns.is_empty() {
+        return Ok(());
+    }
+    let (servers, search): (Vec<&String>, Vec<&String>) =
+        cfg.interface.dns.iter().partition(|d| d.parse::<std::net::IpAddr>().is_ok());
+    let mut text: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
+    if !search.is_empty() {
+        text += &format!("search {}\n", search.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+    }
+    run_with_input("resolvconf", &["-a", &resolvconf_record(ifname), "-m", "0", "-x"], &text)
+        .map_err(|e| format!("DNS= needs resolvconf (Debian: openresolv or resolvconf): {e}"))
+}
+
+fn unset_dns(cfg: &Config, ifname: &str) {
+    if !cfg.interface.dns.is_empty() {
+        let _ = run("resolvconf", &["-d", &resolvconf_record(ifname), "-f"]);
+    }
 }
 
 fn link_exists(ifname: &str) -> bool {
@@ -176,9 +236,7 @@ fn bring_up(cfg: &Config, ifname: &str) -> Result<(), String> {
     }
     let mtu = cfg.interface.mtu.unwrap_or_else(|| auto_mtu(&endpoints.borrow())).to_string();
     run("ip", &["link", "set", "mtu", &mtu, "up", "dev", ifname])?;
-    if !cfg.interface.dns.is_empty() {
-        eprintln!("[!] DNS= is not applied by veil (no resolvconf integration); set it by hand if needed");
-    }
+    set_dns(cfg, ifname)?;
     if let Some(table) = table_of(cfg) {
         let mut nets: Vec<ipnet::IpNet> = cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
         nets.sort_by_key(|n| std::cmp::Reverse(n.prefix_len()));
@@ -251,6 +309,7 @@ fn remove_policy_rules(cfg: &Config) {
 }
 
 fn teardown(cfg: &Config, ifname: &str) {
+    unset_dns(cfg, ifname);
     let has_default = cfg.peers.iter().any(|p| p.allowed_ips.iter().any(|n| n.prefix_len() == 0));
     if has_default && table_of(cfg).as_deref() == Some("auto") {
         remove_policy_rules(cfg);
