@@ -43,7 +43,8 @@ enum Command {
         json: bool,
     },
     /// Bring up an interface from a wg-quick config file (a path, or NAME for
-    /// /etc/wireguard/NAME.conf), as `wg-quick up` does, with veil as the implementation.
+    /// /etc/wireguard/NAME.conf), as `wg-quick up` does, with veil as the implementation:
+    /// addresses, MTU, DNS (through resolvconf), routes, the /0 policy routing, hooks.
     Up { config: String },
     /// Take down an interface brought up with `veil up` (or wg-quick).
     Down { config: String },
