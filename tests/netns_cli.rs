@@ -460,6 +460,159 @@ fn veil_up_down_full_tunnel_examples() {
     assert_eq!(na.sh("ip -4 route show table 51820").trim(), "", "table 51820 is empty");
 }
 
+/// A directory of links to every program on the usual PATH but `nft`, so that wg-quick and veil
+/// both fall back to iptables.
+fn path_without_nft(dir: &TempDir) -> String {
+    let farm = dir.file("no-nft");
+    std::fs::create_dir_all(&farm).unwrap();
+    for bin in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        for entry in std::fs::read_dir(bin).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name != "nft" && !farm.join(&name).exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), farm.join(&name));
+            }
+        }
+    }
+    farm.to_str().unwrap().to_string()
+}
+
+/// The state a full tunnel leaves in a namespace: rules, the tables' routes, firewall rules
+/// (nftables ruleset and iptables-save without comments or counters), with interface names
+/// replaced by placeholders.
+fn full_tunnel_state(ns: &Netns, names: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for cmd in ["ip -4 rule show", "ip -6 rule show", "ip -4 route show table all type unicast", "nft list ruleset"] {
+        text += &format!("## {cmd}\n{}", ns.sh_out(cmd).stdout.iter().map(|&b| b as char).collect::<String>());
+    }
+    for cmd in ["iptables-save", "ip6tables-save"] {
+        let out = String::from_utf8_lossy(&ns.sh_out(cmd).stdout).into_owned();
+        let kept: Vec<&str> = out.lines().filter(|l| !l.starts_with('#') && !l.starts_with(':')).collect();
+        text += &format!("## {cmd}\n{}\n", kept.join("\n"));
+    }
+    for (name, placeholder) in names {
+        text = text.replace(name, placeholder);
+    }
+    // The kernel gives each TUN a random link-local address.
+    text.split(' ').map(|w| if w.starts_with("fe80::") { "fe80::(random)" } else { w }).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn two_full_tunnels_get_their_own_tables_and_firewall_rules_as_with_wg_quick() {
+    if !require_root("two_full_tunnels_get_their_own_tables_and_firewall_rules_as_with_wg_quick")
+        || !have_wg_quick("two_full_tunnels_get_their_own_tables_and_firewall_rules_as_with_wg_quick")
+    {
+        return;
+    }
+    let conf = |n: u8| {
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.12{n}.0.1/24, fd00:12{n}::1/64\n\n[Peer]\nPublicKey = {}\n\
+             AllowedIPs = 0.0.0.0/0, ::/0\nEndpoint = 192.0.2.1:51820\n",
+            keys().private,
+            keys().public
+        )
+    };
+    let texts = [conf(0), conf(1)];
+    // With nft, and with iptables only (wg-quick's fallback).
+    for mode in ["nft", "iptables"] {
+        let dir = TempDir::new();
+        let path = if mode == "nft" { "$PATH".to_string() } else { path_without_nft(&dir) };
+        let mut states = Vec::new();
+        let mut veil_side = None;
+        for tool in ["wg-quick", "veil"] {
+            let ns = Netns::new("clft");
+            let names = [unique("cft"), unique("cft")];
+            let confs: Vec<String> = names.iter().zip(&texts).map(|(n, t)| dir.conf(n, t)).collect();
+            let run = |verb: &str, conf: &str| {
+                let cmd = match tool {
+                    "veil" => format!("env PATH={path} {} {verb} {conf}", veil()),
+                    _ => format!("env PATH={path} WG_QUICK_USERSPACE_IMPLEMENTATION={} wg-quick {verb} {conf}", veil()),
+                };
+                let (ok, out) = run_in(&ns, &cmd);
+                assert!(ok, "{mode}: {tool} {verb} {conf} failed:\n{out}");
+            };
+            run("up", &confs[0]);
+            run("up", &confs[1]);
+            for (name, table) in names.iter().zip(["0xca6c", "0xca6d"]) {
+                assert_eq!(ns.sh(&format!("wg show {name} fwmark")).trim(), table, "{mode}: {tool}: fwmark of {name}");
+            }
+            states.push(full_tunnel_state(&ns, &[(&names[0], "IF0"), (&names[1], "IF1")]));
+            if tool == "wg-quick" {
+                run("down", &confs[1]);
+                run("down", &confs[0]);
+                assert_nothing_left(&ns, &names[0]);
+            } else {
+                veil_side = Some((ns, names, confs));
+            }
+        }
+        assert_eq!(states[1], states[0], "{mode}: veil up leaves what wg-quick up leaves");
+        assert!(
+            states[1].contains("lookup 51821")
+                && states[1].contains("wg-quick(8) rule for IF1") == (mode == "iptables")
+        );
+
+        let (ns, names, confs) = veil_side.unwrap();
+        // Down of the first keeps the second's rules whole, its suppress rule included.
+        let (ok, out) = run_in(&ns, &format!("env PATH={path} {} down {}", veil(), confs[0]));
+        assert!(ok, "{mode}: veil down {}:\n{out}", confs[0]);
+        let state = full_tunnel_state(&ns, &[(&names[0], "IF0"), (&names[1], "IF1")]);
+        assert!(!state.contains("lookup 51820") && !state.contains("IF0"), "{mode}: IF0's rules are gone:\n{state}");
+        for family in ["-4", "-6"] {
+            let r = ns.sh(&format!("ip {family} rule show"));
+            assert!(r.contains("not from all fwmark 0xca6d lookup 51821"), "{mode}: IF1's rule stays:\n{r}");
+            assert_eq!(r.matches("suppress_prefixlength 0").count(), 1, "{mode}: IF1's suppress rule stays:\n{r}");
+        }
+        // The second's file loses its /0 before down: down still removes what up set, since it
+        // follows the live interface.
+        std::fs::write(&confs[1], texts[1].replace("0.0.0.0/0, ::/0", "10.99.0.0/16")).unwrap();
+        let (ok, out) = run_in(&ns, &format!("env PATH={path} {} down {}", veil(), confs[1]));
+        assert!(ok, "{mode}: veil down {}:\n{out}", confs[1]);
+        assert_nothing_left(&ns, &names[1]);
+        let left = full_tunnel_state(&ns, &[]);
+        assert!(!left.contains("wg-quick"), "{mode}: firewall rules left:\n{left}");
+    }
+}
+
+#[test]
+fn veil_up_with_a_link_local_endpoint_and_its_zone_by_name() {
+    if !require_root("veil_up_with_a_link_local_endpoint_and_its_zone_by_name") {
+        return;
+    }
+    let (na, nb) = (Netns::new("clla"), Netns::new("cllb"));
+    let (veth_a, _) = link(&na, &nb, &["fe80::a/64"], &["fe80::b/64"]);
+    let b = endpoint(&nb, Impl::Veil, &["10.9.0.2/24"], "");
+    b.listen(&nb, 51821);
+    let a = keys();
+    nb.sh(&format!("wg set {} peer {} allowed-ips 10.9.0.1/32", b.ifname, a.public));
+    let dir = TempDir::new();
+    let ifname = unique("cll");
+    let conf = dir.conf(
+        &ifname,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.9.0.1/24\n\n[Peer]\nPublicKey = {}\n\
+             AllowedIPs = 10.9.0.2/32\nEndpoint = [fe80::b%{veth_a}]:51821\n",
+            a.private, b.keys.public
+        ),
+    );
+    veil_up(&na, &conf);
+    assert!(na.ping_until("10.9.0.2", Duration::from_secs(10)), "through the tunnel over link-local addresses");
+    veil_down(&na, &conf);
+}
+
+#[test]
+fn veil_down_refuses_an_interface_that_is_not_wireguard() {
+    if !require_root("veil_down_refuses_an_interface_that_is_not_wireguard") {
+        return;
+    }
+    let ns = Netns::new("clnw");
+    let dir = TempDir::new();
+    let name = unique("cnw");
+    ns.sh(&format!("ip link add {name} type veth peer name {name}p"));
+    let conf = dir.conf(&name, &format!("[Interface]\nPrivateKey = {}\n", keys().private));
+    let (ok, out) = run_in(&ns, &format!("{} down {conf}", veil()));
+    assert!(!ok && out.contains("is not a WireGuard interface"), "veil down on a veth:\n{out}");
+    assert!(link_exists(&ns, &name), "the veth is still there");
+}
+
 #[test]
 fn veil_up_configures_like_wg_quick() {
     if !require_root("veil_up_configures_like_wg_quick") || !have_wg_quick("veil_up_configures_like_wg_quick") {
@@ -1076,6 +1229,9 @@ fn veil_up_rejects_malformed_configs_and_leaves_nothing() {
         ("bad CIDR", "AllowedIPs", "AllowedIPs = 10.0.0.0/33"),
         ("bad address", "Address", "Address = 10.101.0.300/32"),
         ("bad port", "Endpoint", "Endpoint = 10.50.0.2:70000"),
+        // Found only when veil up resolves it (.invalid never resolves, RFC 6761).
+        ("unresolvable endpoint", "Endpoint", "Endpoint = no-such-host.invalid:51820"),
+        ("link-local endpoint, no such zone", "Endpoint", "Endpoint = [fe80::1%nosuchif0]:51820"),
     ];
     for (what, start, replacement) in cases {
         let mut line_no = 0;

@@ -195,6 +195,17 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     Parser::new(file).run(text)
 }
 
+/// The number of the first line of `text` that sets `key` (any case) to `value`, as the parser
+/// reads lines; for errors found after parsing, such as an endpoint that does not resolve.
+pub fn line_of(text: &str, key: &str, value: &str) -> Option<usize> {
+    text.lines()
+        .position(|raw| {
+            let content = raw.split('#').next().unwrap_or_default();
+            content.split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(key) && v.trim() == value)
+        })
+        .map(|i| i + 1)
+}
+
 /// Reads and parses a configuration file.
 pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
@@ -759,6 +770,15 @@ mod tests {
     const PUB1_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
     const PUB2_B64: &str = "4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=";
     const PSK_B64: &str = "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=";
+
+    #[test]
+    fn line_of_finds_a_key_value_line_as_the_parser_reads_it() {
+        let text = "[Interface]\n# Endpoint = a:1\n[Peer]\nendpoint=a:1  # first\nEndpoint = b:2\n";
+        assert_eq!(line_of(text, "Endpoint", "a:1"), Some(4), "any case, spaces and a comment");
+        assert_eq!(line_of(text, "Endpoint", "b:2"), Some(5));
+        assert_eq!(line_of(text, "Endpoint", "c:3"), None);
+        assert_eq!(line_of(text, "PublicKey", "a:1"), None);
+    }
 
     fn bytes_from(start: u8) -> [u8; 32] {
         std::array::from_fn(|i| start.wrapping_add(i as u8))

@@ -15,13 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::cmd::{hooks, output, run};
 use super::config::{self, Config, Key32, PeerSection};
 use super::daemon::{check_ifname, socket_path};
 use super::show::uapi_request;
+use super::{policy_routing, resolvconf};
 use crate::noise::keys::parse_hex_key;
-
-/// The routing table and fwmark wg-quick uses for a default route when Table is not given.
-const DEFAULT_TABLE: u32 = 51820;
 
 /// Finds the config: a path as given, else /etc/wireguard/NAME.conf. Returns it and the
 /// interface name (the file's stem).
@@ -41,101 +40,16 @@ pub fn locate(arg: &str) -> Result<(PathBuf, String), String> {
     Ok((path, name))
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    eprintln!("[#] {cmd} {}", args.join(" "));
-    let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{cmd} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-fn output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn hooks(list: &[String], ifname: &str) -> Result<(), String> {
-    for h in list {
-        let cmd = h.replace("%i", ifname);
-        eprintln!("[#] {cmd}");
-        let status = Command::new("bash").arg("-c").arg(&cmd).status().map_err(|e| format!("hook: {e}"))?;
-        if !status.success() {
-            return Err(format!("hook `{cmd}` failed with {status}"));
-        }
-    }
-    Ok(())
-}
-
-/// Runs `cmd` with `input` on its standard input.
-fn run_with_input(cmd: &str, args: &[&str], input: &str) -> Result<(), String> {
-    use std::io::Write;
-    eprintln!("[#] {cmd} {}", args.join(" "));
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    let written = child.stdin.take().map(|mut i| i.write_all(input.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| format!("{cmd}: {e}"))?;
-    match written {
-        Some(Err(e)) => Err(format!("{cmd}: writing its input: {e}")),
-        _ if !out.status.success() => {
-            Err(format!("`{cmd} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The name the interface's DNS record has in resolvconf, as wg-quick gives it: the interface
-/// name, behind the first `NAME*` pattern of Debian resolvconf's interface-order file if there
-/// is one (so that its record is ordered like other tunnels').
-fn resolvconf_record(ifname: &str) -> String {
-    let order = std::fs::read_to_string("/etc/resolvconf/interface-order").unwrap_or_default();
-    let prefix = order.lines().map(str::trim).find_map(|l| {
-        let name = l.strip_suffix('*')?;
-        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then_some(name)
-    });
-    match prefix {
-        Some(p) => format!("{p}.{ifname}"),
-        None => ifname.to_string(),
-    }
-}
-
-/// `DNS =`: addresses become name servers, anything else search domains, handed to resolvconf
-/// as wg-quick does (exclusive, highest priority). Fails where resolvconf is missing.
-fn set_dns(cfg: &Config, ifname: &str) -> Result<(), String> {
-    if cfg.interface.dns.is_empty() {
-        return Ok(());
-    }
-    let (servers, search): (Vec<&String>, Vec<&String>) =
-        cfg.interface.dns.iter().partition(|d| d.parse::<std::net::IpAddr>().is_ok());
-    let mut text: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
-    if !search.is_empty() {
-        text += &format!("search {}\n", search.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
-    }
-    run_with_input("resolvconf", &["-a", &resolvconf_record(ifname), "-m", "0", "-x"], &text)
-        .map_err(|e| format!("DNS= needs resolvconf (Debian: openresolv or resolvconf): {e}"))
-}
-
-fn unset_dns(cfg: &Config, ifname: &str) {
-    if !cfg.interface.dns.is_empty() {
-        let _ = run("resolvconf", &["-d", &resolvconf_record(ifname), "-f"]);
-    }
-}
-
 fn link_exists(ifname: &str) -> bool {
     Path::new("/sys/class/net").join(ifname).exists()
 }
 
+/// An endpoint's address: numeric (a link-local zone may be an interface name, as wg accepts),
+/// else resolved by name.
 fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = crate::device::uapi::parse_endpoint(endpoint) {
+        return Ok(addr);
+    }
     endpoint
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve endpoint {endpoint:?}: {e}"))?
@@ -209,23 +123,25 @@ fn family(net: &ipnet::IpNet) -> &'static str {
     if matches!(net, ipnet::IpNet::V4(_)) { "-4" } else { "-6" }
 }
 
-fn add_default_route(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(), String> {
-    let t = table.to_string();
-    let f = family(net);
-    run("ip", &[f, "route", "add", &net.to_string(), "dev", ifname, "table", &t])?;
-    run("ip", &[f, "rule", "add", "not", "fwmark", &t, "table", &t])?;
-    run("ip", &[f, "rule", "add", "table", "main", "suppress_prefixlength", "0"])?;
-    if f == "-4" {
-        let _ = std::fs::write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1");
-    }
-    Ok(())
-}
-
-fn bring_up(cfg: &Config, ifname: &str) -> Result<(), String> {
+/// Everything of `veil up` between the daemon's start and the PostUp hooks. `table` is set to
+/// the default route's table as soon as rules for it may exist, for the rollback.
+fn bring_up(cfg: &Config, path: &Path, ifname: &str, table: &mut Option<u32>) -> Result<(), String> {
     start_daemon(ifname)?;
     let endpoints = std::cell::RefCell::new(Vec::new());
-    let set =
-        cfg.to_uapi_set(&|e| resolve(e).inspect(|a| endpoints.borrow_mut().push(*a))).map_err(|e| e.to_string())?;
+    let failed = std::cell::RefCell::new(None);
+    let set = cfg
+        .to_uapi_set(&|e| {
+            resolve(e)
+                .inspect(|a| endpoints.borrow_mut().push(*a))
+                .inspect_err(|_| *failed.borrow_mut() = Some(e.to_string()))
+        })
+        .map_err(|mut e| {
+            // Name the file and the line of the endpoint that did not resolve.
+            e.file = path.display().to_string();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            e.line = failed.borrow().as_deref().and_then(|v| config::line_of(&text, "Endpoint", v));
+            e.to_string()
+        })?;
     eprintln!("[#] configure {ifname} over its socket");
     match uapi_request(ifname, &format!("set=1\n{set}\n"))? {
         0 => {}
@@ -236,31 +152,41 @@ fn bring_up(cfg: &Config, ifname: &str) -> Result<(), String> {
     }
     let mtu = cfg.interface.mtu.unwrap_or_else(|| auto_mtu(&endpoints.borrow())).to_string();
     run("ip", &["link", "set", "mtu", &mtu, "up", "dev", ifname])?;
-    set_dns(cfg, ifname)?;
-    if let Some(table) = table_of(cfg) {
-        let mut nets: Vec<ipnet::IpNet> = cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
-        nets.sort_by_key(|n| std::cmp::Reverse(n.prefix_len()));
-        nets.dedup();
-        for net in nets {
-            if net.prefix_len() == 0 && table == "auto" {
-                let fw = cfg.interface.fwmark.filter(|&m| m != 0).unwrap_or(DEFAULT_TABLE);
-                if cfg.interface.fwmark.filter(|&m| m != 0).is_none() {
-                    match uapi_request(ifname, &format!("set=1\nfwmark={fw}\n\n"))? {
-                        0 => {}
-                        e => return Err(format!("setting fwmark failed (errno {e})")),
+    resolvconf::set(&cfg.interface.dns, ifname)?;
+    let Some(route_table) = table_of(cfg) else { return Ok(()) };
+    // wg-quick's order (`sort -nr -k 2 -t /`): longest prefix first, ties in reverse byte order
+    // of the text (so ::/0 before 0.0.0.0/0).
+    let mut nets: Vec<ipnet::IpNet> = cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
+    nets.sort_by(|a, b| b.prefix_len().cmp(&a.prefix_len()).then_with(|| b.to_string().cmp(&a.to_string())));
+    nets.dedup();
+    for net in nets {
+        if net.prefix_len() == 0 && route_table == "auto" {
+            let t = match *table {
+                Some(t) => t,
+                None => {
+                    let fwmark = cfg.interface.fwmark.filter(|&m| m != 0);
+                    let t = policy_routing::choose_table(fwmark);
+                    if fwmark.is_none() {
+                        eprintln!("[#] set fwmark {t} on {ifname} over its socket");
+                        match uapi_request(ifname, &format!("set=1\nfwmark={t}\n\n"))? {
+                            0 => {}
+                            e => return Err(format!("setting fwmark failed (errno {e})")),
+                        }
                     }
+                    *table = Some(t);
+                    t
                 }
-                add_default_route(ifname, &net, fw)?;
-            } else if table == "auto" {
-                // As wg-quick: nothing to add where a route of the interface covers the prefix
-                // already (the subnet of the interface's address, say).
-                let covered = output("ip", &[family(&net), "route", "show", "dev", ifname, "match", &net.to_string()]);
-                if covered.trim().is_empty() {
-                    run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname])?;
-                }
-            } else {
-                run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname, "table", &table])?;
+            };
+            policy_routing::add(ifname, &net, t)?;
+        } else if route_table == "auto" {
+            // As wg-quick: nothing to add where a route of the interface covers the prefix
+            // already (the subnet of the interface's address, say).
+            let covered = output("ip", &[family(&net), "route", "show", "dev", ifname, "match", &net.to_string()]);
+            if covered.trim().is_empty() {
+                run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname])?;
             }
+        } else {
+            run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname, "table", &route_table])?;
         }
     }
     Ok(())
@@ -274,45 +200,25 @@ pub fn up(arg: &str) -> Result<(), String> {
         return Err(format!("{ifname} already exists"));
     }
     hooks(&cfg.interface.pre_up, &ifname)?;
-    if let Err(e) = bring_up(&cfg, &ifname) {
-        eprintln!("[!] {e}; removing {ifname}");
-        teardown(&cfg, &ifname);
-        return Err(e);
-    }
+    let mut table = None;
     // As wg-quick (its EXIT trap): a failing PostUp hook takes the interface down again.
-    if let Err(e) = hooks(&cfg.interface.post_up, &ifname) {
+    let result = bring_up(&cfg, &path, &ifname, &mut table).and_then(|()| hooks(&cfg.interface.post_up, &ifname));
+    if let Err(e) = result {
         eprintln!("[!] {e}; removing {ifname}");
-        teardown(&cfg, &ifname);
+        teardown(&cfg, &ifname, table);
         return Err(e);
     }
     Ok(())
 }
 
-fn remove_policy_rules(cfg: &Config) {
-    let fw = cfg.interface.fwmark.filter(|&m| m != 0).unwrap_or(DEFAULT_TABLE).to_string();
-    for f in ["-4", "-6"] {
-        for _ in 0..64 {
-            let rules = output("ip", &[f, "rule", "show"]);
-            let ours = rules.lines().any(|l| l.contains(&format!("lookup {fw}")));
-            let suppress = rules.lines().any(|l| l.contains("from all lookup main suppress_prefixlength 0"));
-            if !ours && !suppress {
-                break;
-            }
-            if ours {
-                let _ = run("ip", &[f, "rule", "delete", "table", &fw]);
-            }
-            if suppress {
-                let _ = run("ip", &[f, "rule", "delete", "table", "main", "suppress_prefixlength", "0"]);
-            }
-        }
-    }
-}
-
-fn teardown(cfg: &Config, ifname: &str) {
-    unset_dns(cfg, ifname);
-    let has_default = cfg.peers.iter().any(|p| p.allowed_ips.iter().any(|n| n.prefix_len() == 0));
-    if has_default && table_of(cfg).as_deref() == Some("auto") {
-        remove_policy_rules(cfg);
+/// Takes down what `veil up` (or wg-quick) set up: the DNS record, the default route's rules
+/// and firewall rules (those of `table`; firewall rules named after the interface in any case),
+/// the interface itself (its daemon exits with it).
+fn teardown(cfg: &Config, ifname: &str, table: Option<u32>) {
+    resolvconf::unset(&cfg.interface.dns, ifname);
+    match table {
+        Some(t) => policy_routing::remove(ifname, t),
+        None => policy_routing::remove_firewall(ifname),
     }
     if link_exists(ifname) {
         let _ = run("ip", &["link", "delete", "dev", ifname]);
@@ -323,18 +229,24 @@ fn teardown(cfg: &Config, ifname: &str) {
     }
 }
 
-/// `veil down`.
+/// `veil down`. What is removed follows the live interface, as in wg-quick, not the file (which
+/// may have been edited since `up`): the default route's table is the device's fwmark, if one
+/// of its peers has a /0.
 pub fn down(arg: &str) -> Result<(), String> {
     let (path, ifname) = locate(arg)?;
     let cfg = config::parse_file(&path).map_err(|e| e.to_string())?;
     if !link_exists(&ifname) {
         return Err(format!("{ifname} is not a running interface"));
     }
+    // Only a WireGuard interface, one whose socket answers, is taken down.
+    let live = device_config(&ifname).map_err(|e| format!("{ifname} is not a WireGuard interface ({e})"))?;
+    let has_default = live.peers.iter().any(|p| p.allowed_ips.iter().any(|n| n.prefix_len() == 0));
+    let table = live.interface.fwmark.filter(|_| has_default && table_of(&cfg).as_deref() == Some("auto"));
     hooks(&cfg.interface.pre_down, &ifname)?;
     if cfg.interface.save_config {
         save_config(&cfg, &path, &ifname)?;
     }
-    teardown(&cfg, &ifname);
+    teardown(&cfg, &ifname, table);
     hooks(&cfg.interface.post_down, &ifname)?;
     Ok(())
 }

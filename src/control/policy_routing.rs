@@ -1,0 +1,207 @@
+//! A default route through the tunnel (an allowed IP of /0 with `Table = auto`), set up as
+//! wg-quick does so that both can take down what the other brought up:
+//!
+//! - a routing table T (the interface's fwmark if it has one, else the first table from 51820
+//!   on with no routes in either family, which then becomes the fwmark) whose default route is
+//!   the tunnel;
+//! - the rules `not fwmark T lookup T` (everything but the tunnel's own UDP packets goes to T)
+//!   and `lookup main suppress_prefixlength 0` (the main table still wins with anything more
+//!   specific than its default route);
+//! - firewall rules in an nftables table `wg-quick-IFNAME` (or iptables rules commented
+//!   `wg-quick(8) rule for IFNAME` where nft is missing): packets for the tunnel's addresses that
+//!   arrive on another interface are dropped, and the fwmark of the tunnel's UDP flows is kept
+//!   in conntrack so that their replies pass reverse-path filtering (`src_valid_mark`).
+
+use super::cmd::{on_path, output, run, run_with_input};
+
+/// The first table (and fwmark) tried for a default route.
+pub const FIRST_TABLE: u32 = 51820;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(net: &ipnet::IpNet) -> Family {
+        if matches!(net, ipnet::IpNet::V4(_)) { Family::V4 } else { Family::V6 }
+    }
+    fn flag(self) -> &'static str {
+        if self == Family::V4 { "-4" } else { "-6" }
+    }
+    /// The nftables family.
+    fn nft(self) -> &'static str {
+        if self == Family::V4 { "ip" } else { "ip6" }
+    }
+    fn iptables(self) -> &'static str {
+        if self == Family::V4 { "iptables" } else { "ip6tables" }
+    }
+}
+
+/// The table for a default route: the interface's fwmark if it has one, else the first table
+/// from 51820 on that holds no route of either family.
+pub fn choose_table(fwmark: Option<u32>) -> u32 {
+    if let Some(mark) = fwmark.filter(|&m| m != 0) {
+        return mark;
+    }
+    let mut table = FIRST_TABLE;
+    while [Family::V4, Family::V6]
+        .iter()
+        .any(|f| !output("ip", &[f.flag(), "route", "show", "table", &table.to_string()]).trim().is_empty())
+    {
+        table += 1;
+    }
+    table
+}
+
+/// Routes `net` (a /0) through `ifname` with table `table`, its rules and firewall rules.
+pub fn add(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(), String> {
+    let f = Family::of(net);
+    let t = table.to_string();
+    // The route first: if it cannot be added, no rule points at an empty table.
+    run("ip", &[f.flag(), "route", "add", &net.to_string(), "dev", ifname, "table", &t])?;
+    run("ip", &[f.flag(), "rule", "add", "not", "fwmark", &t, "table", &t])?;
+    run("ip", &[f.flag(), "rule", "add", "table", "main", "suppress_prefixlength", "0"])?;
+    if f == Family::V4 {
+        // Replies to the tunnel's marked UDP packets must pass reverse-path filtering.
+        eprintln!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+        std::fs::write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1")
+            .map_err(|e| format!("cannot set net.ipv4.conf.all.src_valid_mark: {e}"))?;
+    }
+    add_firewall(ifname, f, table)
+}
+
+/// The addresses of `ifname` in family `f`, without prefix length.
+fn addresses(ifname: &str, f: Family) -> Vec<String> {
+    output("ip", &["-o", f.flag(), "address", "show", "dev", ifname])
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
+            Some(words.get(i + 1)?.split('/').next()?.to_string())
+        })
+        .collect()
+}
+
+fn nft_table(ifname: &str) -> String {
+    format!("wg-quick-{ifname}")
+}
+
+fn comment(ifname: &str) -> String {
+    format!("wg-quick(8) rule for {ifname}")
+}
+
+fn add_firewall(ifname: &str, f: Family, table: u32) -> Result<(), String> {
+    let addrs = addresses(ifname, f);
+    if on_path("nft") {
+        let (pf, t) = (f.nft(), nft_table(ifname));
+        let mut script = format!("add table {pf} {t}\n");
+        for (chain, hook, priority) in
+            [("preraw", "prerouting", -300), ("premangle", "prerouting", -150), ("postmangle", "postrouting", -150)]
+        {
+            script += &format!("add chain {pf} {t} {chain} {{ type filter hook {hook} priority {priority}; }}\n");
+        }
+        for a in &addrs {
+            script += &format!(
+                "add rule {pf} {t} preraw iifname != \"{ifname}\" {pf} daddr {a} fib saddr type != local drop\n"
+            );
+        }
+        script += &format!("add rule {pf} {t} postmangle meta l4proto udp mark {table} ct mark set mark\n");
+        script += &format!("add rule {pf} {t} premangle meta l4proto udp meta mark set ct mark\n");
+        run_with_input("nft", &["-f", "-"], Some(&script))
+    } else {
+        let c = comment(ifname);
+        let mut script = String::from("*raw\n");
+        for a in &addrs {
+            script += &format!(
+                "-I PREROUTING ! -i {ifname} -d {a} -m addrtype ! --src-type LOCAL -j DROP -m comment --comment \"{c}\"\n"
+            );
+        }
+        script += "COMMIT\n*mangle\n";
+        script += &format!(
+            "-I POSTROUTING -m mark --mark {table} -p udp -j CONNMARK --save-mark -m comment --comment \"{c}\"\n"
+        );
+        script += &format!("-I PREROUTING -p udp -j CONNMARK --restore-mark -m comment --comment \"{c}\"\n");
+        script += "COMMIT\n";
+        run_with_input(&format!("{}-restore", f.iptables()), &["-n"], Some(&script))
+            .map_err(|e| format!("the firewall rules for the default route need nft or iptables: {e}"))
+    }
+}
+
+/// Removes `ifname`'s firewall rules (nftables tables and iptables rules), whoever added them.
+pub fn remove_firewall(ifname: &str) {
+    if on_path("nft") {
+        let name = nft_table(ifname);
+        let script: String = output("nft", &["list", "tables"])
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(name.as_str()))
+            .map(|l| format!("delete {}\n", l.trim()))
+            .collect();
+        if !script.is_empty() {
+            let _ = run_with_input("nft", &["-f", "-"], Some(&script));
+        }
+    }
+    let marker = format!("-m comment --comment \"{}\"", comment(ifname));
+    for f in [Family::V4, Family::V6] {
+        if !on_path(&format!("{}-save", f.iptables())) {
+            continue;
+        }
+        let mut script = String::new();
+        let mut found = false;
+        for line in output(&format!("{}-save", f.iptables()), &[]).lines() {
+            if line.starts_with('*') || line == "COMMIT" {
+                script += &format!("{line}\n");
+            } else if let Some(rule) = line.strip_prefix("-A ").filter(|r| r.contains(&marker)) {
+                script += &format!("-D {rule}\n");
+                found = true;
+            }
+        }
+        if found {
+            let _ = run_with_input(&format!("{}-restore", f.iptables()), &["-n"], Some(&script));
+        }
+    }
+}
+
+/// True if an `ip rule show` line looks up `table`.
+fn looks_up(line: &str, table: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.windows(2).any(|w| w[0] == "lookup" && w[1] == table)
+}
+
+fn is_suppress(line: &str) -> bool {
+    looks_up(line, "main") && line.contains("suppress_prefixlength 0")
+}
+
+/// A rule of some tunnel's default route: `not from all fwmark M lookup T`.
+fn is_tunnel_rule(line: &str) -> bool {
+    line.contains("not from all fwmark") && line.contains("lookup")
+}
+
+/// Removes the rules of the default route through table `table`, and its firewall rules. The
+/// `suppress_prefixlength 0` rules are shared by every tunnel with a default route: one is left
+/// for each other such tunnel (wg-quick removes them all, breaking the others).
+pub fn remove(ifname: &str, table: u32) {
+    let t = table.to_string();
+    for f in [Family::V4, Family::V6] {
+        // Bounded: a rule that cannot be deleted must not loop forever.
+        for _ in 0..64 {
+            let rules = output("ip", &[f.flag(), "rule", "show"]);
+            if !rules.lines().any(|l| looks_up(l, &t)) || run("ip", &[f.flag(), "rule", "delete", "table", &t]).is_err()
+            {
+                break;
+            }
+        }
+        for _ in 0..64 {
+            let rules = output("ip", &[f.flag(), "rule", "show"]);
+            let others = rules.lines().filter(|l| is_tunnel_rule(l)).count();
+            let suppress = rules.lines().filter(|l| is_suppress(l)).count();
+            if suppress <= others
+                || run("ip", &[f.flag(), "rule", "delete", "table", "main", "suppress_prefixlength", "0"]).is_err()
+            {
+                break;
+            }
+        }
+    }
+    remove_firewall(ifname);
+}
