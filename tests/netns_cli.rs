@@ -1346,6 +1346,8 @@ fn uapi_malformed_lines_are_einval_and_change_nothing() {
         assert_eq!(errno(&answer), -22, "{what}: errno=-22 expected, got {answer:?}");
         assert_eq!(get(i), before, "{what}: the device must be unchanged");
     }
+    // Lines may end in CRLF.
+    assert_eq!(uapi(i, "get=1\r\n\r\n"), get(i), "get=1 with CRLF line ends");
     // An unknown operation is refused too, and the socket keeps serving.
     assert_eq!(errno(&uapi(i, "frob=1\n\n")), -22, "unknown operation");
     assert_eq!(get(i), before);

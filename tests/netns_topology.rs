@@ -327,6 +327,32 @@ fn daemon_exits_cleanly_when_its_interface_is_deleted() {
     }
 }
 
+/// `wg-quick down X && wg-quick up X`: the new daemon starts while the old one is on its way out
+/// (its TUN deleted, its socket maybe still there). It must not take that one for a running
+/// daemon.
+#[test]
+fn an_interface_can_be_created_again_right_after_ip_link_del() {
+    if !require_root("an_interface_can_be_created_again_right_after_ip_link_del") {
+        return;
+    }
+    let ns = Netns::new("lcr");
+    let d = Daemon::start(&ns, Mode::Daemonized);
+    let veil = veil_bin();
+    for round in 0..10 {
+        let out = ns.sh_out(&format!("sh -c 'ip link del {0} && {1} {0}'", d.ifname, veil.display()));
+        assert!(
+            out.status.success(),
+            "round {round}: veil {} right after ip link del: {}",
+            d.ifname,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(has_link(&ns, &d.ifname) && Path::new(&sock(&d.ifname)).exists(), "round {round}: up again");
+    }
+    ns.sh(&format!("ip link del {}", d.ifname));
+    let gone = wait_until(Duration::from_secs(10), || !Path::new(&sock(&d.ifname)).exists());
+    assert!(gone, "the last daemon removed its socket");
+}
+
 #[test]
 fn daemon_exits_cleanly_on_sigterm() {
     if !require_root("daemon_exits_cleanly_on_sigterm") {

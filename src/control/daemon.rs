@@ -5,9 +5,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::device::Device;
 use crate::noise::Config;
@@ -33,11 +32,30 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a daemon serves the socket at `path`. One that accepts but does not answer a get
+/// (a daemon on its way out, say after `ip link del`) is given up to two seconds to go.
+fn socket_in_use(path: &Path) -> bool {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let Ok(mut conn) = UnixStream::connect(path) else { return false };
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+        // A serving daemon answers with something; a departing one closes without a word.
+        let mut first = [0u8; 1];
+        let answered = conn.write_all(b"get=1\n\n").is_ok() && matches!(conn.read(&mut first), Ok(1));
+        if answered || Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Binds the UAPI socket, replacing a stale socket file but refusing one that is in use.
 fn bind_uapi(path: &Path) -> Result<UnixListener, String> {
     std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+        if socket_in_use(path) {
             return Err(format!("{} is in use by another process", path.display()));
         }
         std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
@@ -153,7 +171,7 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     let config = config_from_env()?;
     super::log::init(super::log::level_from_env()?);
     let path = socket_path(ifname);
-    if UnixStream::connect(&path).is_ok() {
+    if socket_in_use(&path) {
         return Err(format!("{ifname} is already running: {} answers", path.display()));
     }
     let tun = tun_rs::DeviceBuilder::new()
@@ -166,15 +184,24 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     let mut readiness = if foreground { Readiness(None) } else { daemonize()? };
     let started = (|| {
-        let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
-        }
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
         let device = Device::start(tun, config).map_err(|e| format!("cannot start device: {e}"))?;
         device.serve_uapi(listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
-        Ok::<_, String>((stop, device))
+        // A signal stops the device at once, which wakes the loop below.
+        let on_signal = device.clone();
+        std::thread::Builder::new()
+            .name("veil-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    on_signal.stop(if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
+                }
+            })
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+        Ok::<_, String>(device)
     })();
-    let (stop, device) = match started {
+    let device = match started {
         Ok(x) => x,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -192,9 +219,11 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
         PANICKED.store(true, Ordering::SeqCst);
     }));
     tracing::info!("{ifname} is up, configure it with `wg set {ifname} ...` or `wg setconf {ifname} FILE`");
+    // Woken at once when the device stops (signal, TUN gone); the socket file and panics are
+    // looked at every 100 ms.
     let reason = loop {
-        if stop.load(Ordering::SeqCst) {
-            break "signal".to_string();
+        if device.wait_stopped(Duration::from_millis(100)) {
+            break device.exit_reason().unwrap_or_else(|| "stopped".into());
         }
         if PANICKED.load(Ordering::SeqCst) {
             device.stop("internal error");
@@ -204,13 +233,9 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
             tracing::error!("{ifname} stopped: internal error (a thread panicked, see above)");
             return Err("internal error: a thread panicked".into());
         }
-        if device.stopped() {
-            break device.exit_reason().unwrap_or_else(|| "stopped".into());
-        }
         if inode(&path) != our_inode {
             break format!("{} was removed", path.display());
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     device.stop(&reason);
     if inode(&path) == our_inode {

@@ -75,12 +75,15 @@ struct Shared {
     under_load_until: Mutex<Option<Instant>>,
     stop: AtomicBool,
     exit: Mutex<Option<ExitReason>>,
+    /// Signalled (with `exit`) when something asks the device to stop.
+    exit_cv: Condvar,
     dropped_not_allowed: AtomicU64,
     /// UAPI connections being served.
     uapi_connections: AtomicUsize,
 }
 
-/// A running device.
+/// A running device (clones are handles to the same device).
+#[derive(Clone)]
 pub struct Device {
     shared: Arc<Shared>,
 }
@@ -130,6 +133,7 @@ impl Shared {
         }
         self.stop.store(true, Ordering::SeqCst);
         self.timer_cv.notify_all();
+        self.exit_cv.notify_all();
     }
 
     /// Runs `f` on the core with an output bound to the current sockets, then wakes the timer
@@ -348,6 +352,7 @@ impl Device {
             under_load_until: Mutex::new(None),
             stop: AtomicBool::new(false),
             exit: Mutex::new(None),
+            exit_cv: Condvar::new(),
             dropped_not_allowed: AtomicU64::new(0),
             uapi_connections: AtomicUsize::new(0),
         });
@@ -396,6 +401,14 @@ impl Device {
     pub fn stop(&self, reason: &str) {
         self.shared.request_stop(reason);
         self.shared.sockets().shutdown();
+    }
+
+    /// Waits up to `timeout` for something to ask the device to stop; true if it was asked.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let exit = self.shared.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let (exit, _) =
+            self.shared.exit_cv.wait_timeout_while(exit, timeout, |e| e.is_none()).unwrap_or_else(|e| e.into_inner());
+        exit.is_some()
     }
 
     pub fn exit_reason(&self) -> Option<ExitReason> {
@@ -468,7 +481,11 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Line {
             }
         }
         Ok(_) => {
+            // "\n" or "\r\n": a client that ends lines as in HTTP is understood too.
             buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
             match std::str::from_utf8(buf) {
                 Ok(text) => Line::Text(text.to_string()),
                 Err(_) => Line::Invalid,
