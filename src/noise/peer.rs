@@ -213,10 +213,10 @@ impl Peer {
     /// Starts a handshake. Outside of retries, at most one initiation per REKEY_TIMEOUT.
     pub(crate) fn initiate(&mut self, ctx: &mut Context<'_>, now: Instant, retry: bool, out: &mut dyn Output) {
         if !retry {
-            if let Some(t) = self.last_initiation_sent {
-                if now.saturating_duration_since(t) < ctx.config.rekey_timeout {
-                    return;
-                }
+            if let Some(t) = self.last_initiation_sent
+                && now.saturating_duration_since(t) < ctx.config.rekey_timeout
+            {
+                return;
             }
             self.handshake_attempts = 0;
         }
@@ -357,15 +357,15 @@ impl Peer {
         now: Instant,
         out: &mut dyn Output,
     ) -> Result<Received, ReceiveError> {
-        if let Some(last) = self.last_received_timestamp {
-            if received.timestamp <= last {
-                return Err(ReceiveError::StaleTimestamp);
-            }
+        if let Some(last) = self.last_received_timestamp
+            && received.timestamp <= last
+        {
+            return Err(ReceiveError::StaleTimestamp);
         }
-        if let Some(t) = self.last_initiation_received {
-            if now.saturating_duration_since(t) < super::config::INITIATIONS_MIN_INTERVAL {
-                return Err(ReceiveError::InitiationFlood);
-            }
+        if let Some(t) = self.last_initiation_received
+            && now.saturating_duration_since(t) < super::config::INITIATIONS_MIN_INTERVAL
+        {
+            return Err(ReceiveError::InitiationFlood);
         }
         let timestamp = received.timestamp;
         let remote_index = received.sender_index;
@@ -489,14 +489,13 @@ impl Peer {
         self.timers.any_authenticated_packet_traversal(now);
         // Keep the key fresh from the receiving side: an initiator whose session nears
         // REJECT_AFTER_TIME starts a handshake once.
-        if let Some(cur) = self.current.as_ref() {
-            if cur.we_initiated
-                && !self.sent_last_minute_handshake
-                && now.saturating_duration_since(cur.created) >= ctx.config.rekey_on_receive_after()
-            {
-                self.sent_last_minute_handshake = true;
-                self.initiate(ctx, now, false, out);
-            }
+        if let Some(cur) = self.current.as_ref()
+            && cur.we_initiated
+            && !self.sent_last_minute_handshake
+            && now.saturating_duration_since(cur.created) >= ctx.config.rekey_on_receive_after()
+        {
+            self.sent_last_minute_handshake = true;
+            self.initiate(ctx, now, false, out);
         }
         if plain.is_empty() {
             return Ok(Received::Keepalive(self.id));
