@@ -46,7 +46,8 @@ enum Command {
     /// /etc/wireguard/NAME.conf), as `wg-quick up` does, with veil as the implementation:
     /// addresses, MTU, DNS (through resolvconf), routes, the /0 policy routing, hooks.
     Up { config: String },
-    /// Take down an interface brought up with `veil up` (or wg-quick).
+    /// Take down an interface brought up with `veil up` (or with wg-quick and a userspace
+    /// implementation), following what the live interface has, not the file.
     Down { config: String },
     /// Bring up a tunnel between two network namespaces, send traffic through it, show the
     /// peers, and clean up (needs root).

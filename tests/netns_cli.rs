@@ -9,6 +9,7 @@ use netns::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use veil::control::config::Key32;
@@ -551,15 +552,30 @@ fn two_full_tunnels_get_their_own_tables_and_firewall_rules_as_with_wg_quick() {
         );
 
         let (ns, names, confs) = veil_side.unwrap();
-        // Down of the first keeps the second's rules whole, its suppress rule included.
+        // A third whose FwMark is the first's table: its route cannot go in, up fails, and its
+        // rollback must not touch the rules of the tunnel that owns the table.
+        let before = full_tunnel_state(&ns, &[]);
+        let clash = unique("cft");
+        let clash_conf = dir.conf(&clash, &texts[0].replace("[Interface]\n", "[Interface]\nFwMark = 51820\n"));
+        let (ok, out) = run_in(&ns, &format!("env PATH={path} {} up {clash_conf}", veil()));
+        assert!(!ok, "{mode}: a /0 in a table in use fails:\n{out}");
+        assert_eq!(full_tunnel_state(&ns, &[]), before, "{mode}: the failed up left the other tunnels alone");
+        assert!(!link_exists(&ns, &clash));
+
+        // Down of the first keeps the second's rules whole, with its own suppress rule: the one
+        // right in front of its `not fwmark` rule (the LAN must still bypass the second tunnel).
         let (ok, out) = run_in(&ns, &format!("env PATH={path} {} down {}", veil(), confs[0]));
         assert!(ok, "{mode}: veil down {}:\n{out}", confs[0]);
         let state = full_tunnel_state(&ns, &[(&names[0], "IF0"), (&names[1], "IF1")]);
         assert!(!state.contains("lookup 51820") && !state.contains("IF0"), "{mode}: IF0's rules are gone:\n{state}");
         for family in ["-4", "-6"] {
             let r = ns.sh(&format!("ip {family} rule show"));
-            assert!(r.contains("not from all fwmark 0xca6d lookup 51821"), "{mode}: IF1's rule stays:\n{r}");
-            assert_eq!(r.matches("suppress_prefixlength 0").count(), 1, "{mode}: IF1's suppress rule stays:\n{r}");
+            let pref = |want: &str| -> Vec<u32> {
+                r.lines().filter(|l| l.contains(want)).filter_map(|l| l.split(':').next()?.parse().ok()).collect()
+            };
+            let (tunnel, suppress) = (pref("not from all fwmark 0xca6d lookup 51821"), pref("suppress_prefixlength 0"));
+            assert_eq!(tunnel.len(), 1, "{mode}: IF1's rule stays:\n{r}");
+            assert_eq!(suppress, [tunnel[0] - 1], "{mode}: IF1's suppress rule stays, right in front of it:\n{r}");
         }
         // The second's file loses its /0 before down: down still removes what up set, since it
         // follows the live interface.
@@ -596,6 +612,116 @@ fn veil_up_with_a_link_local_endpoint_and_its_zone_by_name() {
     veil_up(&na, &conf);
     assert!(na.ping_until("10.9.0.2", Duration::from_secs(10)), "through the tunnel over link-local addresses");
     veil_down(&na, &conf);
+}
+
+#[test]
+fn full_tunnels_brought_up_at_once_get_distinct_tables() {
+    if !require_root("full_tunnels_brought_up_at_once_get_distinct_tables") {
+        return;
+    }
+    let ns = Netns::new("clfc");
+    let dir = TempDir::new();
+    let names: Vec<String> = (0..3).map(|_| unique("cfc")).collect();
+    let confs: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(n, name)| {
+            let text = format!(
+                "[Interface]\nPrivateKey = {}\nAddress = 10.13{n}.0.1/24\n\n[Peer]\nPublicKey = {}\n\
+                 AllowedIPs = 0.0.0.0/0, ::/0\n",
+                keys().private,
+                keys().public
+            );
+            dir.conf(name, &text)
+        })
+        .collect();
+    let started: Vec<_> = confs
+        .iter()
+        .map(|c| {
+            Command::new("ip")
+                .args(["netns", "exec", &ns.name, &veil(), "up", c])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (child, conf) in started.into_iter().zip(&confs) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "veil up {conf}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut marks: Vec<String> =
+        names.iter().map(|n| ns.sh(&format!("wg show {n} fwmark")).trim().to_string()).collect();
+    marks.sort();
+    assert_eq!(marks, ["0xca6c", "0xca6d", "0xca6e"], "three tables");
+    for family in ["-4", "-6"] {
+        let r = ns.sh(&format!("ip {family} rule show"));
+        assert_eq!(r.matches("not from all fwmark").count(), 3, "{r}");
+        assert_eq!(r.matches("suppress_prefixlength 0").count(), 3, "{r}");
+    }
+    for (conf, name) in confs.iter().zip(&names) {
+        veil_down(&ns, conf);
+        assert_gone(&ns, name);
+    }
+    assert_nothing_left(&ns, &names[0]);
+}
+
+#[test]
+fn veil_up_does_not_take_over_routes_of_other_interfaces() {
+    if !require_root("veil_up_does_not_take_over_routes_of_other_interfaces") {
+        return;
+    }
+    let (na, nb) = (Netns::new("clto"), Netns::new("cltp"));
+    let (veth, _) = link(&na, &nb, &["10.51.0.1/24"], &["10.51.0.2/24"]);
+    na.sh("ip route add default via 10.51.0.2");
+    let dir = TempDir::new();
+    let routes_before = na.sh("ip -4 route show table all");
+    // An allowed IP that is the veth's subnet, and a /0 into the main table, which has a
+    // default route: wg-quick's `ip route add` fails on both, and so must veil up, rather than
+    // replace the routes (they would be gone after down).
+    for (what, allowed, extra) in
+        [("the veth's subnet", "10.51.0.0/24", ""), ("a default route in table main", "0.0.0.0/0", "Table = main\n")]
+    {
+        let name = unique("cto");
+        let conf = dir.conf(
+            &name,
+            &format!(
+                "[Interface]\nPrivateKey = {}\nAddress = 10.140.0.1/24\n{extra}\n[Peer]\nPublicKey = {}\nAllowedIPs = {allowed}\n",
+                keys().private,
+                keys().public
+            ),
+        );
+        let (ok, out) = run_in(&na, &format!("{} up {conf}", veil()));
+        assert!(!ok, "{what}: veil up must fail:\n{out}");
+        assert_nothing_left(&na, &name);
+        assert_eq!(na.sh("ip -4 route show table all"), routes_before, "{what}: the routes of {veth} are untouched");
+    }
+}
+
+#[test]
+fn a_signal_during_veil_up_undoes_everything() {
+    if !require_root("a_signal_during_veil_up_undoes_everything") {
+        return;
+    }
+    let ns = Netns::new("clsg");
+    let dir = TempDir::new();
+    for signal in ["TERM", "INT", "HUP"] {
+        let name = unique("csg");
+        // The PostUp hook signals veil up itself (its parent) once the full tunnel is in place.
+        let conf = dir.conf(
+            &name,
+            &format!(
+                "[Interface]\nPrivateKey = {}\nAddress = 10.141.0.1/24\nPostUp = kill -{signal} $PPID\n\n[Peer]\n\
+                 PublicKey = {}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
+                keys().private,
+                keys().public
+            ),
+        );
+        let (ok, out) = run_in(&ns, &format!("{} up {conf}", veil()));
+        assert!(!ok && out.contains("interrupted"), "SIG{signal}: veil up must fail:\n{out}");
+        assert_nothing_left(&ns, &name);
+        assert!(!ns.sh("nft list ruleset").contains(&name), "SIG{signal}: firewall rules left");
+    }
 }
 
 #[test]

@@ -3,6 +3,28 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// SIGINT, SIGTERM and SIGHUP caught instead of ending the process, so that a command can stop
+/// between two steps and undo what it did.
+pub struct Interrupts(Arc<AtomicBool>);
+
+impl Interrupts {
+    pub fn catch() -> Result<Interrupts, String> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::flag::register(sig, flag.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+        }
+        Ok(Interrupts(flag))
+    }
+
+    /// An error once a signal arrived.
+    pub fn check(&self) -> Result<(), String> {
+        if self.0.load(Ordering::SeqCst) { Err("interrupted by a signal".into()) } else { Ok(()) }
+    }
+}
 
 /// Runs `cmd`; an error carries its standard error output.
 pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {

@@ -17,14 +17,14 @@ use super::cmd::{on_path, output, run, run_with_input};
 /// The first table (and fwmark) tried for a default route.
 pub const FIRST_TABLE: u32 = 51820;
 
-#[derive(Clone, Copy, PartialEq)]
-enum Family {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Family {
     V4,
     V6,
 }
 
 impl Family {
-    fn of(net: &ipnet::IpNet) -> Family {
+    pub fn of(net: &ipnet::IpNet) -> Family {
         if matches!(net, ipnet::IpNet::V4(_)) { Family::V4 } else { Family::V6 }
     }
     fn flag(self) -> &'static str {
@@ -37,6 +37,22 @@ impl Family {
     fn iptables(self) -> &'static str {
         if self == Family::V4 { "iptables" } else { "ip6tables" }
     }
+}
+
+/// Serializes the setting up of default routes between `veil up`s (from choosing a table to
+/// adding its rules), so that two at once cannot pick the same table. Held until dropped.
+pub fn lock() -> Result<std::fs::File, String> {
+    let dir = std::path::Path::new(super::daemon::SOCKET_DIR);
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(".veil-policy-routing.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    file.lock().map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    Ok(file)
 }
 
 /// The table for a default route: the interface's fwmark if it has one, else the first table
@@ -55,21 +71,30 @@ pub fn choose_table(fwmark: Option<u32>) -> u32 {
     table
 }
 
-/// Routes `net` (a /0) through `ifname` with table `table`, its rules and firewall rules.
+/// Routes `net` (a /0) through `ifname` with table `table`, its rules and firewall rules. On
+/// failure nothing of this family is left: the route comes first and fails where the table is
+/// in use (so the table's rules are someone else's and stay), and a later failure removes the
+/// rules this call added.
 pub fn add(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(), String> {
     let f = Family::of(net);
     let t = table.to_string();
-    // The route first: if it cannot be added, no rule points at an empty table.
     run("ip", &[f.flag(), "route", "add", &net.to_string(), "dev", ifname, "table", &t])?;
-    run("ip", &[f.flag(), "rule", "add", "not", "fwmark", &t, "table", &t])?;
-    run("ip", &[f.flag(), "rule", "add", "table", "main", "suppress_prefixlength", "0"])?;
-    if f == Family::V4 {
-        // Replies to the tunnel's marked UDP packets must pass reverse-path filtering.
-        eprintln!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
-        std::fs::write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1")
-            .map_err(|e| format!("cannot set net.ipv4.conf.all.src_valid_mark: {e}"))?;
+    let rest = (|| {
+        run("ip", &[f.flag(), "rule", "add", "not", "fwmark", &t, "table", &t])?;
+        run("ip", &[f.flag(), "rule", "add", "table", "main", "suppress_prefixlength", "0"])?;
+        if f == Family::V4 {
+            // Replies to the tunnel's marked UDP packets must pass reverse-path filtering.
+            eprintln!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+            std::fs::write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1")
+                .map_err(|e| format!("cannot set net.ipv4.conf.all.src_valid_mark: {e}"))?;
+        }
+        add_firewall(ifname, f, table)
+    })();
+    if rest.is_err() {
+        remove_rules(f, table);
+        let _ = run("ip", &[f.flag(), "route", "delete", &net.to_string(), "dev", ifname, "table", &t]);
     }
-    add_firewall(ifname, f, table)
+    rest
 }
 
 /// The addresses of `ifname` in family `f`, without prefix length.
@@ -163,45 +188,74 @@ pub fn remove_firewall(ifname: &str) {
     }
 }
 
-/// True if an `ip rule show` line looks up `table`.
-fn looks_up(line: &str, table: &str) -> bool {
-    let words: Vec<&str> = line.split_whitespace().collect();
+/// The rules of family `f` as (preference, text after it).
+fn rules(f: Family) -> Vec<(u32, String)> {
+    output("ip", &[f.flag(), "rule", "show"])
+        .lines()
+        .filter_map(|l| {
+            let (pref, rest) = l.split_once(':')?;
+            Some((pref.trim().parse().ok()?, rest.trim().to_string()))
+        })
+        .collect()
+}
+
+/// True if a rule looks up `table`.
+fn looks_up(rule: &str, table: &str) -> bool {
+    let words: Vec<&str> = rule.split_whitespace().collect();
     words.windows(2).any(|w| w[0] == "lookup" && w[1] == table)
 }
 
-fn is_suppress(line: &str) -> bool {
-    looks_up(line, "main") && line.contains("suppress_prefixlength 0")
+fn is_suppress(rule: &str) -> bool {
+    looks_up(rule, "main") && rule.contains("suppress_prefixlength 0")
 }
 
 /// A rule of some tunnel's default route: `not from all fwmark M lookup T`.
-fn is_tunnel_rule(line: &str) -> bool {
-    line.contains("not from all fwmark") && line.contains("lookup")
+fn is_tunnel_rule(rule: &str) -> bool {
+    rule.starts_with("not from all fwmark") && rule.contains("lookup")
 }
 
-/// Removes the rules of the default route through table `table`, and its firewall rules. The
-/// `suppress_prefixlength 0` rules are shared by every tunnel with a default route: one is left
-/// for each other such tunnel (wg-quick removes them all, breaking the others).
-pub fn remove(ifname: &str, table: u32) {
+fn delete_pref(f: Family, pref: u32) -> bool {
+    run("ip", &[f.flag(), "rule", "delete", "pref", &pref.to_string()]).is_ok()
+}
+
+/// Removes the rules of family `f` that send traffic to `table`, each with the
+/// `suppress_prefixlength 0` rule added right before it (one preference lower). Those rules are
+/// alike for every tunnel with a default route, so they are told apart by position: deleting
+/// "a" suppress rule would take the one in front of the newest tunnel. Suppress rules left
+/// over beyond one per remaining tunnel (from a wg-quick that added them in another order, say)
+/// go too, except those in front of a remaining tunnel's rule. (wg-quick removes every
+/// suppress rule, which breaks the other tunnels.)
+fn remove_rules(f: Family, table: u32) {
     let t = table.to_string();
-    for f in [Family::V4, Family::V6] {
-        // Bounded: a rule that cannot be deleted must not loop forever.
-        for _ in 0..64 {
-            let rules = output("ip", &[f.flag(), "rule", "show"]);
-            if !rules.lines().any(|l| looks_up(l, &t)) || run("ip", &[f.flag(), "rule", "delete", "table", &t]).is_err()
-            {
-                break;
-            }
+    // Bounded: a rule that cannot be deleted must not loop forever.
+    for _ in 0..64 {
+        let now = rules(f);
+        let Some(&(pref, _)) = now.iter().find(|(_, r)| is_tunnel_rule(r) && looks_up(r, &t)) else { break };
+        if now.iter().any(|(p, r)| *p + 1 == pref && is_suppress(r)) {
+            delete_pref(f, pref - 1);
         }
-        for _ in 0..64 {
-            let rules = output("ip", &[f.flag(), "rule", "show"]);
-            let others = rules.lines().filter(|l| is_tunnel_rule(l)).count();
-            let suppress = rules.lines().filter(|l| is_suppress(l)).count();
-            if suppress <= others
-                || run("ip", &[f.flag(), "rule", "delete", "table", "main", "suppress_prefixlength", "0"]).is_err()
-            {
-                break;
-            }
+        if !delete_pref(f, pref) {
+            break;
         }
+    }
+    for _ in 0..64 {
+        let now = rules(f);
+        let tunnels: Vec<u32> = now.iter().filter(|(_, r)| is_tunnel_rule(r)).map(|(p, _)| *p).collect();
+        let suppress: Vec<u32> = now.iter().filter(|(_, r)| is_suppress(r)).map(|(p, _)| *p).collect();
+        if suppress.len() <= tunnels.len() {
+            break;
+        }
+        let Some(&spare) = suppress.iter().find(|&&p| !tunnels.contains(&(p + 1))) else { break };
+        if !delete_pref(f, spare) {
+            break;
+        }
+    }
+}
+
+/// Removes the default routes' rules of `table` in `families`, and `ifname`'s firewall rules.
+pub fn remove(ifname: &str, table: u32, families: &[Family]) {
+    for &f in families {
+        remove_rules(f, table);
     }
     remove_firewall(ifname);
 }

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cmd::{hooks, output, run};
+use super::cmd::{Interrupts, hooks, output, run};
 use super::config::{self, Config, Key32, PeerSection};
 use super::daemon::{check_ifname, socket_path};
+use super::policy_routing::{self, Family};
+use super::resolvconf;
 use super::show::uapi_request;
-use super::{policy_routing, resolvconf};
 use crate::noise::keys::parse_hex_key;
 
 /// Finds the config: a path as given, else /etc/wireguard/NAME.conf. Returns it and the
@@ -123,10 +124,25 @@ fn family(net: &ipnet::IpNet) -> &'static str {
     if matches!(net, ipnet::IpNet::V4(_)) { "-4" } else { "-6" }
 }
 
-/// Everything of `veil up` between the daemon's start and the PostUp hooks. `table` is set to
-/// the default route's table as soon as rules for it may exist, for the rollback.
-fn bring_up(cfg: &Config, path: &Path, ifname: &str, table: &mut Option<u32>) -> Result<(), String> {
+/// What this run of `veil up` has set up so far, so that a failure (or `down`) undoes exactly
+/// that and nothing that belongs to someone else.
+#[derive(Default)]
+struct Progress {
+    /// The daemon (and so the interface) was started by this run.
+    daemon: bool,
+    /// The resolvconf record was added.
+    dns: bool,
+    /// The default routes' table, and the families whose route and rules were added.
+    table: Option<u32>,
+    families: Vec<Family>,
+}
+
+/// Everything of `veil up` between the daemon's start and the PostUp hooks, recorded in `done`
+/// as it goes. Stops with an error between steps once `signals` caught one.
+fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signals: &Interrupts) -> Result<(), String> {
     start_daemon(ifname)?;
+    done.daemon = true;
+    signals.check()?;
     let endpoints = std::cell::RefCell::new(Vec::new());
     let failed = std::cell::RefCell::new(None);
     let set = cfg
@@ -148,22 +164,30 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, table: &mut Option<u32>) ->
         errno => return Err(format!("{ifname} refused the configuration (errno {errno})")),
     }
     for addr in &cfg.interface.addresses {
+        signals.check()?;
         run("ip", &[family(addr), "address", "add", &addr.to_string(), "dev", ifname])?;
     }
+    signals.check()?;
     let mtu = cfg.interface.mtu.unwrap_or_else(|| auto_mtu(&endpoints.borrow())).to_string();
     run("ip", &["link", "set", "mtu", &mtu, "up", "dev", ifname])?;
+    signals.check()?;
     resolvconf::set(&cfg.interface.dns, ifname)?;
+    done.dns = !cfg.interface.dns.is_empty();
     let Some(route_table) = table_of(cfg) else { return Ok(()) };
     // wg-quick's order (`sort -nr -k 2 -t /`): longest prefix first, ties in reverse byte order
     // of the text (so ::/0 before 0.0.0.0/0).
     let mut nets: Vec<ipnet::IpNet> = cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
     nets.sort_by(|a, b| b.prefix_len().cmp(&a.prefix_len()).then_with(|| b.to_string().cmp(&a.to_string())));
     nets.dedup();
+    // Held from choosing a free table until its rules are in place.
+    let mut routing_lock = None;
     for net in nets {
+        signals.check()?;
         if net.prefix_len() == 0 && route_table == "auto" {
-            let t = match *table {
+            let t = match done.table {
                 Some(t) => t,
                 None => {
+                    routing_lock = Some(policy_routing::lock()?);
                     let fwmark = cfg.interface.fwmark.filter(|&m| m != 0);
                     let t = policy_routing::choose_table(fwmark);
                     if fwmark.is_none() {
@@ -173,22 +197,25 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, table: &mut Option<u32>) ->
                             e => return Err(format!("setting fwmark failed (errno {e})")),
                         }
                     }
-                    *table = Some(t);
+                    done.table = Some(t);
                     t
                 }
             };
             policy_routing::add(ifname, &net, t)?;
+            done.families.push(Family::of(&net));
         } else if route_table == "auto" {
             // As wg-quick: nothing to add where a route of the interface covers the prefix
-            // already (the subnet of the interface's address, say).
+            // already (the subnet of the interface's address, say). `add`, not `replace`: a
+            // route of another interface is not taken over (up fails instead, as wg-quick).
             let covered = output("ip", &[family(&net), "route", "show", "dev", ifname, "match", &net.to_string()]);
             if covered.trim().is_empty() {
-                run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname])?;
+                run("ip", &[family(&net), "route", "add", &net.to_string(), "dev", ifname])?;
             }
         } else {
-            run("ip", &[family(&net), "route", "replace", &net.to_string(), "dev", ifname, "table", &route_table])?;
+            run("ip", &[family(&net), "route", "add", &net.to_string(), "dev", ifname, "table", &route_table])?;
         }
     }
+    drop(routing_lock);
     Ok(())
 }
 
@@ -199,32 +226,38 @@ pub fn up(arg: &str) -> Result<(), String> {
     if link_exists(&ifname) {
         return Err(format!("{ifname} already exists"));
     }
+    // As wg-quick's trap: SIGINT, SIGTERM or SIGHUP midway undoes what was done.
+    let signals = Interrupts::catch()?;
     hooks(&cfg.interface.pre_up, &ifname)?;
-    let mut table = None;
+    let mut done = Progress::default();
     // As wg-quick (its EXIT trap): a failing PostUp hook takes the interface down again.
-    let result = bring_up(&cfg, &path, &ifname, &mut table).and_then(|()| hooks(&cfg.interface.post_up, &ifname));
+    let result = bring_up(&cfg, &path, &ifname, &mut done, &signals)
+        .and_then(|()| hooks(&cfg.interface.post_up, &ifname))
+        .and_then(|()| signals.check());
     if let Err(e) = result {
         eprintln!("[!] {e}; removing {ifname}");
-        teardown(&cfg, &ifname, table);
+        teardown(&ifname, &cfg.interface.dns, &done);
         return Err(e);
     }
     Ok(())
 }
 
-/// Takes down what `veil up` (or wg-quick) set up: the DNS record, the default route's rules
-/// and firewall rules (those of `table`; firewall rules named after the interface in any case),
-/// the interface itself (its daemon exits with it).
-fn teardown(cfg: &Config, ifname: &str, table: Option<u32>) {
-    resolvconf::unset(&cfg.interface.dns, ifname);
-    match table {
-        Some(t) => policy_routing::remove(ifname, t),
-        None => policy_routing::remove_firewall(ifname),
+/// Takes down what `done` says was set up: the DNS record, the default routes' rules and
+/// firewall rules, the interface itself (its daemon exits with it).
+fn teardown(ifname: &str, dns: &[String], done: &Progress) {
+    if done.dns {
+        resolvconf::unset(dns, ifname);
     }
-    if link_exists(ifname) {
+    if let Some(t) = done.table {
+        policy_routing::remove(ifname, t, &done.families);
+    } else if done.daemon {
+        policy_routing::remove_firewall(ifname);
+    }
+    if done.daemon && link_exists(ifname) {
         let _ = run("ip", &["link", "delete", "dev", ifname]);
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while socket_path(ifname).exists() && Instant::now() < deadline {
+    while done.daemon && socket_path(ifname).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -238,15 +271,22 @@ pub fn down(arg: &str) -> Result<(), String> {
     if !link_exists(&ifname) {
         return Err(format!("{ifname} is not a running interface"));
     }
-    // Only a WireGuard interface, one whose socket answers, is taken down.
+    // Only a userspace WireGuard interface is taken down: a TUN device whose socket answers.
+    if !Path::new("/sys/class/net").join(&ifname).join("tun_flags").exists() {
+        return Err(format!("{ifname} is not a WireGuard interface (not a TUN device)"));
+    }
     let live = device_config(&ifname).map_err(|e| format!("{ifname} is not a WireGuard interface ({e})"))?;
-    let has_default = live.peers.iter().any(|p| p.allowed_ips.iter().any(|n| n.prefix_len() == 0));
-    let table = live.interface.fwmark.filter(|_| has_default && table_of(&cfg).as_deref() == Some("auto"));
+    let families: Vec<Family> = [Family::V6, Family::V4]
+        .into_iter()
+        .filter(|&f| live.peers.iter().flat_map(|p| &p.allowed_ips).any(|n| n.prefix_len() == 0 && Family::of(n) == f))
+        .collect();
+    let auto = table_of(&cfg).as_deref() == Some("auto");
+    let table = live.interface.fwmark.filter(|_| auto && !families.is_empty());
     hooks(&cfg.interface.pre_down, &ifname)?;
     if cfg.interface.save_config {
         save_config(&cfg, &path, &ifname)?;
     }
-    teardown(&cfg, &ifname, table);
+    teardown(&ifname, &cfg.interface.dns, &Progress { daemon: true, dns: true, table, families });
     hooks(&cfg.interface.post_down, &ifname)?;
     Ok(())
 }

@@ -20,13 +20,18 @@ fn record(ifname: &str) -> String {
     }
 }
 
+/// wg-quick's rule: an entry of digits and dots, or one with a colon (IPv6, a zone allowed), is
+/// a name server; anything else a search domain.
+fn is_server(entry: &str) -> bool {
+    entry.contains(':') || (!entry.is_empty() && entry.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
 /// Adds the record for `dns` (does nothing if `dns` is empty).
 pub fn set(dns: &[String], ifname: &str) -> Result<(), String> {
     if dns.is_empty() {
         return Ok(());
     }
-    let (servers, search): (Vec<&String>, Vec<&String>) =
-        dns.iter().partition(|d| d.parse::<std::net::IpAddr>().is_ok());
+    let (servers, search): (Vec<&String>, Vec<&String>) = dns.iter().partition(|d| is_server(d));
     let mut text: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
     if !search.is_empty() {
         text += &format!("search {}\n", search.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
@@ -39,5 +44,20 @@ pub fn set(dns: &[String], ifname: &str) -> Result<(), String> {
 pub fn unset(dns: &[String], ifname: &str) {
     if !dns.is_empty() {
         let _ = run("resolvconf", &["-d", &record(ifname), "-f"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_server;
+
+    #[test]
+    fn servers_and_search_domains_are_told_apart_as_wg_quick_does() {
+        for server in ["10.0.0.53", "fd00::53", "fe80::1%eth0", "::1"] {
+            assert!(is_server(server), "{server}");
+        }
+        for domain in ["corp.example", "lab", "10.in-addr.arpa", "a1.example"] {
+            assert!(!is_server(domain), "{domain}");
+        }
     }
 }
