@@ -58,7 +58,9 @@ fn report(what: &str, r: Result<(), String>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("veil {what}: {e}");
+            // Not eprintln!: it panics where stderr is gone (a hung-up terminal).
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "veil {what}: {e}");
             ExitCode::FAILURE
         }
     }

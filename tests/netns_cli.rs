@@ -724,6 +724,93 @@ fn a_signal_during_veil_up_undoes_everything() {
     }
 }
 
+/// A /0 config with a PostUp hook.
+fn full_tunnel_conf(dir: &TempDir, name: &str, post_up: &str) -> String {
+    dir.conf(
+        name,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.142.0.1/24\nPostUp = {post_up}\n\n[Peer]\nPublicKey = {}\n\
+             AllowedIPs = 0.0.0.0/0, ::/0\n",
+            keys().private,
+            keys().public
+        ),
+    )
+}
+
+#[test]
+fn veil_up_works_and_undoes_its_work_with_stderr_gone() {
+    if !require_root("veil_up_works_and_undoes_its_work_with_stderr_gone") {
+        return;
+    }
+    // Standard output and error are a pipe nobody reads (a hung-up terminal, `| head -1`):
+    // every write fails, and veil up must neither crash nor stop halfway.
+    let ns = Netns::new("clse");
+    let dir = TempDir::new();
+    let up_with_stderr_gone = |conf: &str| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, &veil(), "up", conf])
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap()
+    };
+    let good = unique("cse");
+    let conf = full_tunnel_conf(&dir, &good, "true");
+    let status = up_with_stderr_gone(&conf);
+    assert!(status.success(), "veil up with stderr gone: {status:?}");
+    assert_running(&ns, &good);
+    assert!(ns.sh("ip -4 rule show").contains("lookup 51820"), "the full tunnel is in place");
+    veil_down(&ns, &conf);
+    assert_nothing_left(&ns, &good);
+
+    let bad = unique("cse");
+    let status = up_with_stderr_gone(&full_tunnel_conf(&dir, &bad, "false"));
+    assert_eq!(status.code(), Some(1), "a failing PostUp: exit 1, not a crash");
+    assert_nothing_left(&ns, &bad);
+}
+
+#[test]
+fn a_veil_up_waiting_for_the_routing_lock_can_be_interrupted() {
+    if !require_root("a_veil_up_waiting_for_the_routing_lock_can_be_interrupted") {
+        return;
+    }
+    let ns = Netns::new("clwl");
+    let dir = TempDir::new();
+    let name = unique("cwl");
+    let conf = full_tunnel_conf(&dir, &name, "true");
+    // Hold the lock as another veil up would, then send SIGTERM to the waiting one.
+    std::fs::create_dir_all("/var/run/wireguard").unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/var/run/wireguard/.veil-policy-routing.lock")
+        .unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, &veil(), "up", &conf])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the interface is up and veil up waits for the lock.
+    let waiting = wait_until(Duration::from_secs(10), || ns.sh("ip -4 route show").contains(&name));
+    std::thread::sleep(Duration::from_millis(200));
+    sh(&format!("kill -TERM {}", child.id()));
+    let exited = wait_until(Duration::from_secs(10), || !matches!(child.try_wait(), Ok(None)));
+    drop(lock);
+    assert!(waiting, "veil up got as far as the routes");
+    assert!(exited, "veil up still waits for the lock after SIGTERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("interrupted"), "veil up: {:?}\n{err}", out.status);
+    assert_nothing_left(&ns, &name);
+}
+
 #[test]
 fn veil_down_refuses_an_interface_that_is_not_wireguard() {
     if !require_root("veil_down_refuses_an_interface_that_is_not_wireguard") {

@@ -3,6 +3,16 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+/// Prints a line to standard error, ignoring failure: `eprintln!` panics when stderr is gone
+/// (a terminal hung up, a closed pipe), which would abort `veil up` before it can undo its work.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use say;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,7 +43,7 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
 
 /// Runs `cmd` with `input` on its standard input (or none).
 pub fn run_with_input(cmd: &str, args: &[&str], input: Option<&str>) -> Result<(), String> {
-    eprintln!("[#] {cmd} {}", args.join(" "));
+    say!("[#] {cmd} {}", args.join(" "));
     let mut child = Command::new(cmd)
         .args(args)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -77,7 +87,7 @@ pub fn on_path(name: &str) -> bool {
 pub fn hooks(list: &[String], ifname: &str) -> Result<(), String> {
     for h in list {
         let cmd = h.replace("%i", ifname);
-        eprintln!("[#] {cmd}");
+        say!("[#] {cmd}");
         let status = Command::new("bash").arg("-c").arg(&cmd).status().map_err(|e| format!("hook: {e}"))?;
         if !status.success() {
             return Err(format!("hook `{cmd}` failed with {status}"));

@@ -12,7 +12,7 @@
 //!   arrive on another interface are dropped, and the fwmark of the tunnel's UDP flows is kept
 //!   in conntrack so that their replies pass reverse-path filtering (`src_valid_mark`).
 
-use super::cmd::{on_path, output, run, run_with_input};
+use super::cmd::{Interrupts, on_path, output, run, run_with_input, say};
 
 /// The first table (and fwmark) tried for a default route.
 pub const FIRST_TABLE: u32 = 51820;
@@ -40,8 +40,9 @@ impl Family {
 }
 
 /// Serializes the setting up of default routes between `veil up`s (from choosing a table to
-/// adding its rules), so that two at once cannot pick the same table. Held until dropped.
-pub fn lock() -> Result<std::fs::File, String> {
+/// adding its rules), so that two at once cannot pick the same table. Held until dropped. The
+/// wait ends early with an error once `signals` caught one.
+pub fn lock(signals: &Interrupts) -> Result<std::fs::File, String> {
     let dir = std::path::Path::new(super::daemon::SOCKET_DIR);
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(".veil-policy-routing.lock");
@@ -51,8 +52,16 @@ pub fn lock() -> Result<std::fs::File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    file.lock().map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-    Ok(file)
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                signals.check()?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
 }
 
 /// The table for a default route: the interface's fwmark if it has one, else the first table
@@ -84,7 +93,7 @@ pub fn add(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(), String> {
         run("ip", &[f.flag(), "rule", "add", "table", "main", "suppress_prefixlength", "0"])?;
         if f == Family::V4 {
             // Replies to the tunnel's marked UDP packets must pass reverse-path filtering.
-            eprintln!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+            say!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
             std::fs::write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1")
                 .map_err(|e| format!("cannot set net.ipv4.conf.all.src_valid_mark: {e}"))?;
         }

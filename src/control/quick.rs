@@ -11,11 +11,12 @@
 //! deleted (the daemon exits with it), PostDown hooks.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cmd::{Interrupts, hooks, output, run};
+use super::cmd::{Interrupts, hooks, output, run, say};
 use super::config::{self, Config, Key32, PeerSection};
 use super::daemon::{check_ifname, socket_path};
 use super::policy_routing::{self, Family};
@@ -60,8 +61,12 @@ fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
 
 fn start_daemon(ifname: &str) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    eprintln!("[#] {} {ifname}", exe.display());
-    let status = Command::new(&exe).arg(ifname).stdin(Stdio::null()).status().map_err(|e| e.to_string())?;
+    say!("[#] {} {ifname}", exe.display());
+    // In a process group of its own: a Ctrl-C meant for `veil up` must not kill the daemon's
+    // parent halfway (its child would live on, unknown to the rollback); `veil up` catches the
+    // signal and undoes the start itself.
+    let status =
+        Command::new(&exe).arg(ifname).stdin(Stdio::null()).process_group(0).status().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("the daemon for {ifname} failed to start ({status})"));
     }
@@ -158,7 +163,7 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
             e.line = failed.borrow().as_deref().and_then(|v| config::line_of(&text, "Endpoint", v));
             e.to_string()
         })?;
-    eprintln!("[#] configure {ifname} over its socket");
+    say!("[#] configure {ifname} over its socket");
     match uapi_request(ifname, &format!("set=1\n{set}\n"))? {
         0 => {}
         errno => return Err(format!("{ifname} refused the configuration (errno {errno})")),
@@ -187,11 +192,11 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
             let t = match done.table {
                 Some(t) => t,
                 None => {
-                    routing_lock = Some(policy_routing::lock()?);
+                    routing_lock = Some(policy_routing::lock(signals)?);
                     let fwmark = cfg.interface.fwmark.filter(|&m| m != 0);
                     let t = policy_routing::choose_table(fwmark);
                     if fwmark.is_none() {
-                        eprintln!("[#] set fwmark {t} on {ifname} over its socket");
+                        say!("[#] set fwmark {t} on {ifname} over its socket");
                         match uapi_request(ifname, &format!("set=1\nfwmark={t}\n\n"))? {
                             0 => {}
                             e => return Err(format!("setting fwmark failed (errno {e})")),
@@ -235,7 +240,7 @@ pub fn up(arg: &str) -> Result<(), String> {
         .and_then(|()| hooks(&cfg.interface.post_up, &ifname))
         .and_then(|()| signals.check());
     if let Err(e) = result {
-        eprintln!("[!] {e}; removing {ifname}");
+        say!("[!] {e}; removing {ifname}");
         teardown(&ifname, &cfg.interface.dns, &done);
         return Err(e);
     }
@@ -338,7 +343,7 @@ fn device_config(ifname: &str) -> Result<Config, String> {
 fn save_config(cfg: &Config, path: &Path, ifname: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    eprintln!("[#] save the configuration of {ifname} to {}", path.display());
+    say!("[#] save the configuration of {ifname} to {}", path.display());
     let mut saved = device_config(ifname)?;
     let (now, before) = (&mut saved.interface, &cfg.interface);
     now.addresses = output("ip", &["-o", "address", "show", "dev", ifname, "scope", "global"])
