@@ -708,15 +708,7 @@ fn a_signal_during_veil_up_undoes_everything() {
     for signal in ["TERM", "INT", "HUP"] {
         let name = unique("csg");
         // The PostUp hook signals veil up itself (its parent) once the full tunnel is in place.
-        let conf = dir.conf(
-            &name,
-            &format!(
-                "[Interface]\nPrivateKey = {}\nAddress = 10.141.0.1/24\nPostUp = kill -{signal} $PPID\n\n[Peer]\n\
-                 PublicKey = {}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
-                keys().private,
-                keys().public
-            ),
-        );
+        let conf = full_tunnel_conf(&dir, &name, &format!("kill -{signal} $PPID"));
         let (ok, out) = run_in(&ns, &format!("{} up {conf}", veil()));
         assert!(!ok && out.contains("interrupted"), "SIG{signal}: veil up must fail:\n{out}");
         assert_nothing_left(&ns, &name);

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Prints a line to standard error, ignoring failure: `eprintln!` panics when stderr is gone
 /// (a terminal hung up, a closed pipe), which would abort `veil up` before it can undo its work.
@@ -13,8 +15,6 @@ macro_rules! say {
     }};
 }
 pub(crate) use say;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// SIGINT, SIGTERM and SIGHUP caught instead of ending the process, so that a command can stop
 /// between two steps and undo what it did.
@@ -71,6 +71,22 @@ pub fn output(cmd: &str, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// The addresses (with prefix length) of `ifname`, as `ip -o address show dev IFNAME` lists
+/// them after the `ip` options `ip_args` (a family, say) and before the `show` filters
+/// `filters` (a scope, say).
+pub fn addresses(ifname: &str, ip_args: &[&str], filters: &[&str]) -> Vec<ipnet::IpNet> {
+    let args: Vec<&str> =
+        ["-o"].iter().chain(ip_args).chain(&["address", "show", "dev", ifname]).chain(filters).copied().collect();
+    output("ip", &args)
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
+            words.get(i + 1)?.parse().ok()
+        })
+        .collect()
 }
 
 /// Whether an executable `name` is on PATH.

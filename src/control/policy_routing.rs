@@ -12,7 +12,7 @@
 //!   arrive on another interface are dropped, and the fwmark of the tunnel's UDP flows is kept
 //!   in conntrack so that their replies pass reverse-path filtering (`src_valid_mark`).
 
-use super::cmd::{Interrupts, on_path, output, run, run_with_input, say};
+use super::cmd::{Interrupts, addresses, on_path, output, run, run_with_input, say};
 
 /// The first table (and fwmark) tried for a default route.
 pub const FIRST_TABLE: u32 = 51820;
@@ -27,7 +27,8 @@ impl Family {
     pub fn of(net: &ipnet::IpNet) -> Family {
         if matches!(net, ipnet::IpNet::V4(_)) { Family::V4 } else { Family::V6 }
     }
-    fn flag(self) -> &'static str {
+    /// The `ip` option for this family.
+    pub fn flag(self) -> &'static str {
         if self == Family::V4 { "-4" } else { "-6" }
     }
     /// The nftables family.
@@ -106,18 +107,6 @@ pub fn add(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(), String> {
     rest
 }
 
-/// The addresses of `ifname` in family `f`, without prefix length.
-fn addresses(ifname: &str, f: Family) -> Vec<String> {
-    output("ip", &["-o", f.flag(), "address", "show", "dev", ifname])
-        .lines()
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let i = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
-            Some(words.get(i + 1)?.split('/').next()?.to_string())
-        })
-        .collect()
-}
-
 fn nft_table(ifname: &str) -> String {
     format!("wg-quick-{ifname}")
 }
@@ -127,7 +116,7 @@ fn comment(ifname: &str) -> String {
 }
 
 fn add_firewall(ifname: &str, f: Family, table: u32) -> Result<(), String> {
-    let addrs = addresses(ifname, f);
+    let addrs: Vec<std::net::IpAddr> = addresses(ifname, &[f.flag()], &[]).iter().map(|n| n.addr()).collect();
     if on_path("nft") {
         let (pf, t) = (f.nft(), nft_table(ifname));
         let mut script = format!("add table {pf} {t}\n");

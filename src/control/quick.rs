@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cmd::{Interrupts, hooks, output, run, say};
+use super::cmd::{Interrupts, addresses, hooks, output, run, say};
 use super::config::{self, Config, Key32, PeerSection};
 use super::daemon::{check_ifname, socket_path};
 use super::policy_routing::{self, Family};
@@ -125,10 +125,6 @@ fn table_of(cfg: &Config) -> Option<String> {
     }
 }
 
-fn family(net: &ipnet::IpNet) -> &'static str {
-    if matches!(net, ipnet::IpNet::V4(_)) { "-4" } else { "-6" }
-}
-
 /// What this run of `veil up` has set up so far, so that a failure (or `down`) undoes exactly
 /// that and nothing that belongs to someone else.
 #[derive(Default)]
@@ -170,7 +166,7 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
     }
     for addr in &cfg.interface.addresses {
         signals.check()?;
-        run("ip", &[family(addr), "address", "add", &addr.to_string(), "dev", ifname])?;
+        run("ip", &[Family::of(addr).flag(), "address", "add", &addr.to_string(), "dev", ifname])?;
     }
     signals.check()?;
     let mtu = cfg.interface.mtu.unwrap_or_else(|| auto_mtu(&endpoints.borrow())).to_string();
@@ -212,12 +208,16 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
             // As wg-quick: nothing to add where a route of the interface covers the prefix
             // already (the subnet of the interface's address, say). `add`, not `replace`: a
             // route of another interface is not taken over (up fails instead, as wg-quick).
-            let covered = output("ip", &[family(&net), "route", "show", "dev", ifname, "match", &net.to_string()]);
+            let covered =
+                output("ip", &[Family::of(&net).flag(), "route", "show", "dev", ifname, "match", &net.to_string()]);
             if covered.trim().is_empty() {
-                run("ip", &[family(&net), "route", "add", &net.to_string(), "dev", ifname])?;
+                run("ip", &[Family::of(&net).flag(), "route", "add", &net.to_string(), "dev", ifname])?;
             }
         } else {
-            run("ip", &[family(&net), "route", "add", &net.to_string(), "dev", ifname, "table", &route_table])?;
+            run(
+                "ip",
+                &[Family::of(&net).flag(), "route", "add", &net.to_string(), "dev", ifname, "table", &route_table],
+            )?;
         }
     }
     drop(routing_lock);
@@ -346,14 +346,7 @@ fn save_config(cfg: &Config, path: &Path, ifname: &str) -> Result<(), String> {
     say!("[#] save the configuration of {ifname} to {}", path.display());
     let mut saved = device_config(ifname)?;
     let (now, before) = (&mut saved.interface, &cfg.interface);
-    now.addresses = output("ip", &["-o", "address", "show", "dev", ifname, "scope", "global"])
-        .lines()
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let i = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
-            words.get(i + 1)?.parse().ok()
-        })
-        .collect();
+    now.addresses = addresses(ifname, &[], &["scope", "global"]);
     now.mtu = before.mtu.map(|m| link_mtu(ifname).unwrap_or(m));
     now.dns = before.dns.clone();
     now.table = before.table.clone();

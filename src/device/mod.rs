@@ -193,13 +193,20 @@ fn tun_loop(shared: Arc<Shared>) {
             None
         };
         shared.with_core(|iface, io| {
-            if let Some(mtu) = mtu.filter(|&m| m != iface.config().mtu) {
-                let config = Config { mtu, ..iface.config().clone() };
-                iface.set_config(config);
+            if let Some(mtu) = mtu {
+                follow_mtu(iface, mtu);
             }
             let Some(peer) = io.allowed.lookup(dst) else { return };
             let _ = iface.send(peer, packet, now, io);
         });
+    }
+}
+
+/// Caps the padding of data messages at `mtu` from now on (the TUN's MTU, read again).
+fn follow_mtu(iface: &mut Interface, mtu: usize) {
+    if iface.config().mtu != mtu {
+        let config = Config { mtu, ..iface.config().clone() };
+        iface.set_config(config);
     }
 }
 
@@ -393,11 +400,6 @@ impl Device {
         Ok(())
     }
 
-    /// True once something asked the device to stop (TUN gone, signal, socket removed).
-    pub fn stopped(&self) -> bool {
-        self.shared.stop.load(Ordering::SeqCst)
-    }
-
     pub fn stop(&self, reason: &str) {
         self.shared.request_stop(reason);
         self.shared.sockets().shutdown();
@@ -512,41 +514,36 @@ fn serve_conn(shared: &Arc<Shared>, conn: UnixStream) {
                 valid = false;
                 String::new()
             }
-            // An empty request: nothing to wait for.
-            Line::Text(op) if op.is_empty() => {
-                if writer
-                    .write_all(format!("errno={}\n\n", uapi::EINVAL).as_bytes())
-                    .and_then(|_| writer.flush())
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
             Line::Text(op) => op,
         };
+        // An empty first line is a (refused) request of its own, with no body to wait for.
         let mut body: Vec<String> = Vec::new();
-        loop {
-            match next_line(&mut reader, &mut buf) {
-                Line::End => {
-                    tracing::warn!("UAPI request cut short ({} lines, no empty line): not applied", body.len() + 1);
-                    let _ =
-                        writer.write_all(format!("errno={}\n\n", uapi::EINVAL).as_bytes()).and_then(|_| writer.flush());
-                    return;
+        let mut complete = true;
+        if !op.is_empty() || !valid {
+            loop {
+                match next_line(&mut reader, &mut buf) {
+                    Line::End => {
+                        complete = false;
+                        break;
+                    }
+                    Line::Invalid => valid = false,
+                    Line::Text(line) if line.is_empty() => break,
+                    Line::Text(line) => body.push(line),
                 }
-                Line::Invalid => valid = false,
-                Line::Text(line) if line.is_empty() => break,
-                Line::Text(line) => body.push(line),
             }
         }
         let mut out = String::new();
-        if valid {
+        if !complete {
+            tracing::warn!("UAPI request cut short ({} lines, no empty line): not applied", body.len() + 1);
+        } else if !valid {
+            tracing::warn!("UAPI request refused: a line is not UTF-8 text or is too long");
+        }
+        if valid && complete {
             handle_request(shared, &op, &mut body.iter().map(String::as_str), &mut out);
         } else {
-            tracing::warn!("UAPI request refused: a line is not UTF-8 text or is too long");
             out.push_str(&format!("errno={}\n\n", uapi::EINVAL));
         }
-        if writer.write_all(out.as_bytes()).and_then(|_| writer.flush()).is_err() {
+        if writer.write_all(out.as_bytes()).and_then(|_| writer.flush()).is_err() || !complete {
             return;
         }
     }
@@ -648,9 +645,7 @@ fn apply_set_locked(
     }
     guard.fwmark = fwmark;
     if let Ok(mtu) = shared.tun.mtu() {
-        let mut config = guard.iface.config().clone();
-        config.mtu = mtu as usize;
-        guard.iface.set_config(config);
+        follow_mtu(&mut guard.iface, mtu as usize);
     }
     if let Some(key) = req.private_key {
         match key {
