@@ -53,8 +53,8 @@ fn handshakes(c: &mut Criterion) {
 fn data(c: &mut Criterion) {
     let t = Instant::now();
     let limit = u64::MAX - 8192;
-    let tx = Session::new(1, 2, &[1; 32], &[2; 32], t, true, limit);
-    let rx = Session::new(2, 1, &[2; 32], &[1; 32], t, false, limit);
+    let tx = Session::new(1, 2, &[1; 32], &[2; 32], t, true, limit, Duration::MAX);
+    let rx = Session::new(2, 1, &[2; 32], &[1; 32], t, false, limit, Duration::MAX);
     let mut g = c.benchmark_group("data");
     for size in [64usize, 1420, 65535] {
         g.throughput(Throughput::Bytes(size as u64));

@@ -2,6 +2,12 @@
 //! and the cookie checker. It dispatches incoming datagrams by message type and drives every
 //! peer's timers. It does no I/O: datagrams to send and packets to deliver go to an
 //! [`Output`], and [`Interface::next_deadline`] says when to call [`Interface::tick`] again.
+//!
+//! Besides the one-datagram entry points ([`Interface::send`], [`Interface::receive`]) it has
+//! the two halves of a batched data path whose cryptography runs outside the caller's lock:
+//! [`Interface::plan_send`] reserves counters for a peer's batch of packets, and
+//! [`Interface::received`] takes the bookkeeping of a batch opened through
+//! [`Interface::index_reader`]. Each is called once per peer per batch, never per packet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -14,11 +20,13 @@ use rand_core::{RngCore, SeedableRng};
 use super::config::Config;
 use super::cookie::{CookieChecker, MacCheck};
 use super::handshake;
-use super::index::{IndexKind, IndexTable};
+use super::index::{IndexKind, IndexReader, IndexTable};
+use super::ip;
 use super::keys::{PresharedKey, PublicKey, StaticSecret};
 use super::messages::{self, Message};
-use super::peer::{Context, Peer, PeerId, PeerStats, SendOutcome};
+use super::peer::{Context, Peer, PeerId, PeerStats, ReceivedData, SealPlan, SendOutcome};
 use super::resolver::StaticStaticTable;
+use super::schedule::Schedule;
 use super::tai64n::WallClock;
 use super::{Output, ReceiveError, Received};
 
@@ -57,6 +65,7 @@ pub struct Interface {
     table: Arc<StaticStaticTable>,
     checker: CookieChecker,
     indices: IndexTable,
+    schedule: Schedule,
     peers: BTreeMap<PeerId, Peer>,
     by_key: HashMap<PublicKey, PeerId>,
     next_id: u32,
@@ -71,7 +80,7 @@ macro_rules! context {
             table: &$self.table,
             rng: &mut $self.rng,
             clock: &$self.clock,
-            indices: &mut $self.indices,
+            indices: &$self.indices,
             buf: &mut $self.buf,
         }
     };
@@ -91,6 +100,7 @@ impl Interface {
             clock,
             rng: ChaCha20Rng::from_seed(seed),
             indices: IndexTable::new(),
+            schedule: Schedule::default(),
             peers: BTreeMap::new(),
             by_key: HashMap::new(),
             next_id: 1,
@@ -136,7 +146,20 @@ impl Interface {
         self.secret = secret;
         self.public = public;
         for peer in self.peers.values_mut() {
-            peer.reset_sessions(&mut self.indices);
+            peer.reset_sessions(&self.indices);
+            peer.scheduled = None;
+        }
+        self.schedule.clear();
+        for id in self.peer_ids() {
+            self.arm(id);
+        }
+    }
+
+    /// Puts peer `id` in the schedule for its next deadline (after anything that may have
+    /// moved it earlier).
+    fn arm(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            self.schedule.arm(id, peer.next_deadline(), &mut peer.scheduled);
         }
     }
 
@@ -160,7 +183,7 @@ impl Interface {
     /// Removes a peer and erases its keys and queued packets.
     pub fn remove_peer(&mut self, id: PeerId) -> Result<(), PeerError> {
         let mut peer = self.peers.remove(&id).ok_or(PeerError::Unknown)?;
-        peer.release_indices(&mut self.indices);
+        peer.release_indices(&self.indices);
         self.by_key.remove(&peer.public);
         Arc::make_mut(&mut self.table).remove(peer.public.as_bytes());
         Ok(())
@@ -212,6 +235,7 @@ impl Interface {
         let peer = self.peers.get_mut(&id).ok_or(PeerError::Unknown)?;
         let mut ctx = context!(self);
         peer.set_persistent_keepalive(interval, &mut ctx, now, out);
+        self.arm(id);
         Ok(())
     }
 
@@ -226,7 +250,51 @@ impl Interface {
     ) -> Result<SendOutcome, PeerError> {
         let peer = self.peers.get_mut(&id).ok_or(PeerError::Unknown)?;
         let mut ctx = context!(self);
-        Ok(peer.send(packet, &mut ctx, now, out))
+        let outcome = peer.send(packet, &mut ctx, now, out);
+        self.arm(id);
+        Ok(outcome)
+    }
+
+    /// Plans sending a batch of packets with the given lengths (in bytes, IP packets; 0 for a
+    /// keepalive) to peer `id`: reserves one send counter per packet in the current session and
+    /// does, once, the bookkeeping of sending them (counters, timers, rekey rules). The caller
+    /// seals packet `i` with `plan.first_counter + i` ([`crate::noise::session::Session::seal_at`])
+    /// outside its lock and sends the datagrams to `plan.endpoint`.
+    ///
+    /// `Ok(None)` when the batch cannot go now (no usable session, no endpoint, or packets staged
+    /// before it still waiting): hand each packet to [`Interface::send`] instead, which stages it
+    /// and starts a handshake. Datagrams the core sends meanwhile (a rekey initiation, packets
+    /// staged earlier) go to `out` before the call returns.
+    pub fn plan_send(
+        &mut self,
+        id: PeerId,
+        packet_lens: impl IntoIterator<Item = usize>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<Option<SealPlan>, PeerError> {
+        let peer = self.peers.get_mut(&id).ok_or(PeerError::Unknown)?;
+        let mut ctx = context!(self);
+        let plan = peer.plan_send(packet_lens, &mut ctx, now, out);
+        self.arm(id);
+        Ok(plan)
+    }
+
+    /// A handle through which the data path finds the session of each incoming data message
+    /// without this interface's lock (see [`IndexReader`]). Datagrams opened with it are
+    /// reported back through [`Interface::received`].
+    pub fn index_reader(&self) -> IndexReader {
+        self.indices.reader()
+    }
+
+    /// Takes the bookkeeping for data messages from peer `id` that the data path opened
+    /// (authenticated, replay-checked) under one session: endpoint, byte counters, key
+    /// confirmation of a responder's session, timers and the rekey-on-receive rule. Packets
+    /// staged for the peer may be sent to `out` (when this confirms a session).
+    pub fn received(&mut self, id: PeerId, data: &ReceivedData, now: Instant, out: &mut dyn Output) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let mut ctx = context!(self);
+        peer.received(data, &mut ctx, now, out);
+        self.arm(id);
     }
 
     /// Starts a handshake with a peer now (subject to the one-per-REKEY_TIMEOUT rule).
@@ -234,6 +302,7 @@ impl Interface {
         let peer = self.peers.get_mut(&id).ok_or(PeerError::Unknown)?;
         let mut ctx = context!(self);
         peer.initiate(&mut ctx, now, false, out);
+        self.arm(id);
         Ok(())
     }
 
@@ -248,24 +317,39 @@ impl Interface {
         under_load: bool,
         out: &mut dyn Output,
     ) -> Result<Received, ReceiveError> {
-        let (kind, index, counter) = match messages::parse(datagram).map_err(ReceiveError::Parse)? {
-            Message::Data(d) => (messages::TYPE_DATA, d.receiver(), d.counter()),
+        let (index, counter) = match messages::parse(datagram).map_err(ReceiveError::Parse)? {
+            Message::Data(d) => (d.receiver(), d.counter()),
             Message::Initiation(init) => return self.receive_initiation(src, &init, now, under_load, out),
             Message::Response(resp) => return self.receive_response(src, &resp, now, under_load, out),
             Message::CookieReply(reply) => {
-                let (id, _) = self.indices.get(reply.receiver()).ok_or(ReceiveError::UnknownIndex(reply.receiver()))?;
+                let id = self.indices.peer(reply.receiver()).ok_or(ReceiveError::UnknownIndex(reply.receiver()))?;
                 let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownIndex(reply.receiver()))?;
                 return peer.accept_cookie(&reply, now);
             }
         };
-        debug_assert_eq!(kind, messages::TYPE_DATA);
-        let (id, ikind) = self.indices.get(index).ok_or(ReceiveError::UnknownIndex(index))?;
-        if ikind != IndexKind::Session {
-            return Err(ReceiveError::UnknownIndex(index));
+        let (id, session) = {
+            let sessions = self.indices.reader();
+            let sessions = sessions.lock();
+            let (id, session) = sessions.get(index).ok_or(ReceiveError::UnknownIndex(index))?;
+            (id, session.clone())
+        };
+        if session.expired(now) {
+            return Err(ReceiveError::Expired);
         }
-        let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownIndex(index))?;
-        let mut ctx = context!(self);
-        peer.receive_data(index, counter, datagram, src, &mut ctx, now, out)
+        let wire_len = datagram.len();
+        let plain = session.open(counter, &mut datagram[messages::DATA_HEADER_LEN..]).map_err(ReceiveError::Session)?;
+        // Authenticated from here on.
+        let len = if plain.is_empty() { None } else { Some(ip::packet_len(plain)) };
+        let data = ReceivedData { index, src, bytes: wire_len as u64, packets: u64::from(len.is_some()) };
+        self.received(id, &data, now, out);
+        match len {
+            None => Ok(Received::Keepalive(id)),
+            Some(None) => Err(ReceiveError::InvalidPacket),
+            Some(Some(len)) => {
+                out.deliver(id, &datagram[messages::DATA_HEADER_LEN..messages::DATA_HEADER_LEN + len]);
+                Ok(Received::Data { peer: id, len })
+            }
+        }
     }
 
     fn check_macs(
@@ -304,7 +388,9 @@ impl Interface {
         let id = self.by_key.get(&received.peer).copied().ok_or(ReceiveError::UnknownPeer)?;
         let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownPeer)?;
         let mut ctx = context!(self);
-        peer.accept_initiation(received, src, &mut ctx, now, out)
+        let result = peer.accept_initiation(received, src, &mut ctx, now, out);
+        self.arm(id);
+        result
     }
 
     fn receive_response(
@@ -322,22 +408,32 @@ impl Interface {
         self.check_macs(resp.bytes(), resp.sender(), src, now, under_load, out)?;
         let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownIndex(resp.receiver()))?;
         let mut ctx = context!(self);
-        peer.accept_response(resp, src, &mut ctx, now, out)
+        let result = peer.accept_response(resp, src, &mut ctx, now, out);
+        self.arm(id);
+        result
     }
 
-    /// Acts on every timer that is due at `now`, for every peer.
+    /// Acts on every timer that is due at `now`. Costs O(log n) per peer that is due (or whose
+    /// deadline moved), not a pass over all peers.
     pub fn tick(&mut self, now: Instant, out: &mut dyn Output) {
-        let mut ctx = context!(self);
-        for peer in self.peers.values_mut() {
+        while let Some((at, id)) = self.schedule.pop_due(now) {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if peer.scheduled != Some(at) {
+                continue; // an entry superseded by an earlier one
+            }
+            peer.scheduled = None;
             if peer.next_deadline().is_some_and(|t| t <= now) {
+                let mut ctx = context!(self);
                 peer.on_timers(&mut ctx, now, out);
             }
+            self.arm(id);
         }
     }
 
-    /// When [`Interface::tick`] has something to do next.
+    /// When [`Interface::tick`] has something to do next (at the latest; it may find nothing
+    /// due then, when a deadline moved later since). O(1).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.peers.values().filter_map(|p| p.next_deadline()).min()
+        self.schedule.next()
     }
 
     /// Number of receiver indices in use (handshakes in flight plus sessions).

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod peer;
 pub mod replay;
 pub mod resolver;
+mod schedule;
 pub mod session;
 pub mod tai64n;
 pub mod timers;
@@ -23,9 +24,10 @@ pub mod timers;
 use std::net::SocketAddr;
 
 pub use config::Config;
+pub use index::{IndexReader, Sessions};
 pub use interface::{Interface, PeerError};
 pub use keys::{KeyError, PresharedKey, PublicKey, StaticSecret};
-pub use peer::{PeerId, PeerStats, SendOutcome};
+pub use peer::{PeerId, PeerStats, ReceivedData, SealPlan, SendOutcome};
 pub use tai64n::WallClock;
 
 /// Where the core's results go: datagrams to send and decrypted packets to deliver.

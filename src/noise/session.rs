@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::crypto::{DataKey, TAG_LEN};
 use super::messages::{DATA_HEADER_LEN, TYPE_DATA, write_header};
@@ -66,9 +66,16 @@ pub struct Session {
     send_counter: AtomicU64,
     replay: Mutex<ReplayWindow>,
     reject_after_messages: u64,
+    /// `created` + REJECT_AFTER_TIME (`None`: beyond what an `Instant` can hold).
+    expires: Option<Instant>,
 }
 
 impl Session {
+    /// A session made at `created` from the two transport keys of a handshake. It refuses to
+    /// send more than `reject_after_messages` messages and, from `created + reject_after_time`
+    /// on, reports itself [expired](Session::expired) (REJECT_AFTER_MESSAGES and
+    /// REJECT_AFTER_TIME, paper section 6.1).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         local_index: u32,
         remote_index: u32,
@@ -77,6 +84,7 @@ impl Session {
         created: Instant,
         we_initiated: bool,
         reject_after_messages: u64,
+        reject_after_time: Duration,
     ) -> Self {
         Session {
             local_index,
@@ -88,7 +96,46 @@ impl Session {
             send_counter: AtomicU64::new(0),
             replay: Mutex::new(ReplayWindow::new()),
             reject_after_messages,
+            expires: created.checked_add(reject_after_time),
         }
+    }
+
+    /// True from REJECT_AFTER_TIME after the session was made: it may no longer send or receive.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|t| now >= t)
+    }
+
+    /// Reserves `n` consecutive send counters and returns the first, or `None` when fewer than
+    /// `n` remain before REJECT_AFTER_MESSAGES (then none is used). One atomic operation, so
+    /// threads sealing batches of the same session never share a counter.
+    pub fn reserve(&self, n: u64) -> Option<u64> {
+        let first = self.send_counter.fetch_add(n, Ordering::Relaxed);
+        match first.checked_add(n) {
+            Some(end) if end <= self.reject_after_messages => Some(first),
+            _ => {
+                self.send_counter.store(self.reject_after_messages, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Seals, in place, the packet of `len` bytes at `msg[DATA_HEADER_LEN..]` with a counter
+    /// reserved by [`Session::reserve`]: writes the header, zero-pads the packet to a multiple
+    /// of 16 (capped at `mtu`), encrypts and appends the tag. `msg` must hold
+    /// [`sealed_len`]`(len, mtu)` bytes. Returns the message's length.
+    pub fn seal_at(&self, counter: u64, msg: &mut [u8], len: usize, mtu: usize) -> Result<usize, SessionError> {
+        let padded = padded_len(len, mtu);
+        let total = DATA_HEADER_LEN + padded + TAG_LEN;
+        if msg.len() < total {
+            return Err(SessionError::BufferTooSmall);
+        }
+        write_header(msg, TYPE_DATA, self.remote_index);
+        msg[8..16].copy_from_slice(&counter.to_le_bytes());
+        let body = &mut msg[DATA_HEADER_LEN..DATA_HEADER_LEN + padded];
+        body[len..].fill(0);
+        let tag = self.send_key.seal(counter, body);
+        msg[DATA_HEADER_LEN + padded..total].copy_from_slice(&tag);
+        Ok(total)
     }
 
     /// How many counters have been used for sending.
@@ -99,24 +146,13 @@ impl Session {
     /// Encrypts `packet` into `out` as a complete data message; returns its length and counter.
     /// An empty packet makes a keepalive.
     pub fn seal(&self, packet: &[u8], out: &mut [u8], mtu: usize) -> Result<(usize, u64), SessionError> {
-        let padded = padded_len(packet.len(), mtu);
-        let total = DATA_HEADER_LEN + padded + TAG_LEN;
-        if out.len() < total {
+        if out.len() < sealed_len(packet.len(), mtu) {
             return Err(SessionError::BufferTooSmall);
         }
-        let counter = self.send_counter.fetch_add(1, Ordering::Relaxed);
-        if counter >= self.reject_after_messages {
-            self.send_counter.store(self.reject_after_messages, Ordering::Relaxed);
-            return Err(SessionError::Exhausted);
-        }
-        write_header(out, TYPE_DATA, self.remote_index);
-        out[8..16].copy_from_slice(&counter.to_le_bytes());
-        let body = &mut out[DATA_HEADER_LEN..DATA_HEADER_LEN + padded];
-        body[..packet.len()].copy_from_slice(packet);
-        body[packet.len()..].fill(0);
-        let tag = self.send_key.seal(counter, body);
-        out[DATA_HEADER_LEN + padded..total].copy_from_slice(&tag);
-        Ok((total, counter))
+        let counter = self.reserve(1).ok_or(SessionError::Exhausted)?;
+        out[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        let n = self.seal_at(counter, out, packet.len(), mtu)?;
+        Ok((n, counter))
     }
 
     /// Decrypts a data message in place (its header already parsed: `counter` and the bytes
@@ -139,8 +175,8 @@ mod tests {
 
     fn pair(limit: u64) -> (Session, Session) {
         let t = Instant::now();
-        let a = Session::new(1, 2, &[1; 32], &[2; 32], t, true, limit);
-        let b = Session::new(2, 1, &[2; 32], &[1; 32], t, false, limit);
+        let a = Session::new(1, 2, &[1; 32], &[2; 32], t, true, limit, Duration::from_secs(180));
+        let b = Session::new(2, 1, &[2; 32], &[1; 32], t, false, limit, Duration::from_secs(180));
         (a, b)
     }
 
@@ -203,5 +239,30 @@ mod tests {
         assert_eq!(a.seal(b"p", &mut buf, 1420).unwrap_err(), SessionError::Exhausted);
         assert_eq!(a.seal(b"p", &mut buf, 1420).unwrap_err(), SessionError::Exhausted);
         assert_eq!(a.sent_messages(), 3);
+    }
+
+    #[test]
+    fn reserved_ranges_never_overlap_and_stop_at_the_limit() {
+        let (a, b) = pair(10);
+        assert_eq!(a.reserve(4), Some(0));
+        assert_eq!(a.reserve(4), Some(4));
+        assert_eq!(a.reserve(3), None, "only 2 counters are left");
+        assert_eq!(a.reserve(1), None, "a refused reservation uses the rest up");
+        assert_eq!(a.sent_messages(), 10);
+        let mut buf = [0u8; 64];
+        buf[16..21].copy_from_slice(b"hello");
+        let n = a.seal_at(5, &mut buf, 5, 1420).unwrap();
+        assert_eq!(&buf[8..16], &5u64.to_le_bytes());
+        assert_eq!(&b.open(5, &mut buf[16..n]).unwrap()[..5], b"hello");
+    }
+
+    #[test]
+    fn a_session_expires_at_reject_after_time() {
+        let t = Instant::now();
+        let s = Session::new(1, 2, &[1; 32], &[2; 32], t, true, 100, Duration::from_secs(180));
+        assert!(!s.expired(t + Duration::from_secs(179)));
+        assert!(s.expired(t + Duration::from_secs(180)));
+        let forever = Session::new(1, 2, &[1; 32], &[2; 32], t, true, 100, Duration::MAX);
+        assert!(!forever.expired(t + Duration::from_secs(1 << 40)));
     }
 }

@@ -1,0 +1,178 @@
+//! The peer's side of the handshake: sending initiations (at most one per REKEY_TIMEOUT outside
+//! of retries), answering the peer's initiations after the replay and flood checks, completing
+//! ours with its response, and taking cookies (paper sections 5.1-5.4).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::super::handshake::{self, ReceivedInitiation, TransportKeys};
+use super::super::messages::{CookieReply, INITIATION_LEN, RESPONSE_LEN, Response};
+use super::super::session::Session;
+use super::super::{Output, ReceiveError, Received, config::INITIATIONS_MIN_INTERVAL};
+use super::{Context, Peer};
+
+impl Peer {
+    pub(super) fn send_datagram(&mut self, to: SocketAddr, bytes: &[u8], out: &mut dyn Output) {
+        self.stats.tx_bytes += bytes.len() as u64;
+        out.send(to, bytes);
+    }
+
+    /// Starts a handshake. Outside of retries, at most one initiation per REKEY_TIMEOUT.
+    pub(crate) fn initiate(&mut self, ctx: &mut Context<'_>, now: Instant, retry: bool, out: &mut dyn Output) {
+        if !retry {
+            if let Some(t) = self.last_initiation_sent
+                && now.saturating_duration_since(t) < ctx.config.rekey_timeout
+            {
+                return;
+            }
+            self.handshake_attempts = 0;
+        }
+        let Some(endpoint) = self.endpoint else { return };
+        if let Some(old) = self.pending.take() {
+            ctx.indices.remove(old.sender_index);
+        }
+        let index = ctx.indices.allocate(self.id, ctx.rng);
+        let seed = ctx.seed();
+        let mut msg = [0u8; INITIATION_LEN];
+        let ts = ctx.clock.timestamp(now);
+        match handshake::write_initiation(
+            ctx.secret,
+            &self.public,
+            &self.psk,
+            index,
+            ts,
+            seed,
+            ctx.table.clone(),
+            &mut msg,
+        ) {
+            Ok(pending) => self.pending = Some(pending),
+            Err(_) => {
+                ctx.indices.remove(index);
+                return;
+            }
+        }
+        self.cookie.stamp(&mut msg, now);
+        self.send_datagram(endpoint, &msg, out);
+        self.handshake_attempts += 1;
+        self.last_initiation_sent = Some(now);
+        let jitter = ctx.jitter();
+        self.timers.handshake_initiated(now, ctx.config, jitter);
+        self.timers.any_authenticated_packet_traversal(now);
+        self.timers.any_authenticated_packet_sent();
+    }
+
+    fn new_session(
+        &self,
+        local: u32,
+        remote: u32,
+        keys: &TransportKeys,
+        now: Instant,
+        we_initiated: bool,
+        ctx: &Context<'_>,
+    ) -> Arc<Session> {
+        Arc::new(Session::new(
+            local,
+            remote,
+            &keys.send,
+            &keys.recv,
+            now,
+            we_initiated,
+            ctx.config.reject_after_messages,
+            ctx.config.reject_after_time,
+        ))
+    }
+
+    fn install_session(&mut self, session: Arc<Session>, ctx: &mut Context<'_>, now: Instant) {
+        self.keypairs.install(session, self.id, ctx.indices);
+        self.timers.session_derived(now, ctx.config);
+    }
+
+    pub(super) fn handshake_done(&mut self, ctx: &mut Context<'_>, now: Instant) {
+        self.timers.handshake_complete();
+        self.handshake_attempts = 0;
+        self.sent_last_minute_handshake = false;
+        self.stats.last_handshake = Some(ctx.clock.unix(now));
+        self.stats.handshakes_completed += 1;
+    }
+
+    /// Answers a decrypted initiation from this peer, after the replay and flood checks.
+    pub(crate) fn accept_initiation(
+        &mut self,
+        received: ReceivedInitiation,
+        src: SocketAddr,
+        ctx: &mut Context<'_>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<Received, ReceiveError> {
+        if let Some(last) = self.last_received_timestamp
+            && received.timestamp <= last
+        {
+            return Err(ReceiveError::StaleTimestamp);
+        }
+        if let Some(t) = self.last_initiation_received
+            && now.saturating_duration_since(t) < INITIATIONS_MIN_INTERVAL
+        {
+            return Err(ReceiveError::InitiationFlood);
+        }
+        let timestamp = received.timestamp;
+        let remote_index = received.sender_index;
+        let index = ctx.indices.allocate(self.id, ctx.rng);
+        let mut msg = [0u8; RESPONSE_LEN];
+        let keys = match handshake::write_response(received, &self.psk, index, &mut msg) {
+            Ok(k) => k,
+            Err(e) => {
+                ctx.indices.remove(index);
+                return Err(ReceiveError::Handshake(e));
+            }
+        };
+        self.last_received_timestamp = Some(timestamp);
+        self.last_initiation_received = Some(now);
+        self.endpoint = Some(src);
+        self.timers.any_authenticated_packet_traversal(now);
+        self.timers.any_authenticated_packet_received();
+        let session = self.new_session(index, remote_index, &keys, now, false, ctx);
+        self.install_session(session, ctx, now);
+        self.cookie.stamp(&mut msg, now);
+        self.send_datagram(src, &msg, out);
+        self.timers.any_authenticated_packet_traversal(now);
+        self.timers.any_authenticated_packet_sent();
+        Ok(Received::Initiation(self.id))
+    }
+
+    /// Completes our handshake with the peer's response.
+    pub(crate) fn accept_response(
+        &mut self,
+        msg: &Response<'_>,
+        src: SocketAddr,
+        ctx: &mut Context<'_>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<Received, ReceiveError> {
+        let pending = match self.pending.as_mut() {
+            Some(p) if p.sender_index == msg.receiver() => p,
+            _ => return Err(ReceiveError::UnknownIndex(msg.receiver())),
+        };
+        let keys = handshake::read_response(pending, msg).map_err(ReceiveError::Handshake)?;
+        let pending = self.pending.take().expect("pending handshake checked above");
+        let session = self.new_session(pending.sender_index, msg.sender(), &keys, now, true, ctx);
+        self.install_session(session, ctx, now);
+        self.endpoint = Some(src);
+        self.stats.rx_bytes += msg.bytes().len() as u64;
+        self.handshake_done(ctx, now);
+        self.timers.any_authenticated_packet_received();
+        self.timers.any_authenticated_packet_traversal(now);
+        // Confirm the session to the responder: staged data if any, else a keepalive.
+        if self.staged.is_empty() {
+            self.seal_and_send(&[], ctx, now, out);
+        } else {
+            self.flush_staged(ctx, now, out);
+        }
+        Ok(Received::Response(self.id))
+    }
+
+    pub(crate) fn accept_cookie(&mut self, reply: &CookieReply<'_>, now: Instant) -> Result<Received, ReceiveError> {
+        self.cookie.consume(reply, now).map_err(ReceiveError::Cookie)?;
+        Ok(Received::CookieReply(self.id))
+    }
+}
