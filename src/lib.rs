@@ -1,9 +1,13 @@
 //! veil: a user-space WireGuard tunnel.
 //!
 //! - [`noise`]: the sans-I/O protocol core.
-//! - [`device`]: TUN, UDP, UAPI socket and the threads that join them to the core.
+//! - [`datapath`]: the packet engine (batches, TX, RX, workers, handshake and timer threads).
+//! - [`device`]: one interface at run time: its state, start and stop, the UAPI socket.
+//! - [`sys`]: the kernel interfaces (TUN with offloads, UDP with GSO/GRO).
 //! - [`control`]: the daemon's life cycle and the command-line tools.
 
 pub mod control;
+pub mod datapath;
 pub mod device;
 pub mod noise;
+pub mod sys;

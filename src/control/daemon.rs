@@ -174,11 +174,7 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
     if socket_in_use(&path) {
         return Err(format!("{ifname} is already running: {} answers", path.display()));
     }
-    let tun = tun_rs::DeviceBuilder::new()
-        .name(ifname)
-        .enable(false)
-        .build_sync()
-        .map_err(|e| format!("cannot create TUN device {ifname}: {e}"))?;
+    let tun = crate::sys::tun::Tun::create(ifname).map_err(|e| format!("cannot create TUN device {ifname}: {e}"))?;
     let listener = bind_uapi(&path)?;
     let our_inode = inode(&path);
     let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");

@@ -88,7 +88,7 @@ pub fn parse_endpoint(value: &str) -> Result<SocketAddr, UapiError> {
     let (addr, zone) = host.split_once('%').ok_or_else(invalid)?;
     let addr: Ipv6Addr = addr.parse().map_err(|_| invalid())?;
     let port: u16 = port.parse().map_err(|_| invalid())?;
-    let scope = super::udp::interface_index(zone)
+    let scope = crate::sys::udp::interface_index(zone)
         .ok_or_else(|| UapiError::invalid(format!("endpoint {value:?}: no interface {zone:?} for the zone")))?;
     Ok(SocketAddrV6::new(addr, port, 0, scope).into())
 }

@@ -1,0 +1,213 @@
+//! Inbound, one thread per UDP socket: receive a batch (`recvmmsg`, datagrams coalesced by UDP
+//! GRO), send handshake messages to their own queue ([`super::handshake`]), find each data
+//! message's session through the core's shared index table (one read lock per batch, no core
+//! lock), open them in place, check that each packet's inner source address belongs to the
+//! peer it came from (cryptokey routing), write what passes to the TUN with the segments of
+//! each flow coalesced, and only then take the core's lock, once, for the bookkeeping
+//! (endpoints, counters, key confirmation, timers).
+//!
+//! A datagram that fails any check is dropped and counted; it changes no state.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::device::Shared;
+use crate::noise::messages::{self, DATA_HEADER_LEN, Message};
+use crate::noise::session::Session;
+use crate::noise::{PeerId, ReceivedData, ip};
+use crate::sys::tun::{GROTable, HEADROOM};
+use crate::sys::udp::{self, RecvBatch, Sockets};
+
+use super::handshake;
+
+/// A data message of the batch: where it lies, and its session (an entry of `sessions`).
+struct Item {
+    buf: usize,
+    off: usize,
+    len: usize,
+    counter: u64,
+    session: usize,
+    /// After opening: the IP packet's length (0: keepalive, refused or not an IP packet).
+    packet: usize,
+}
+
+/// A session met in this batch, and what arrived under it.
+struct Met {
+    index: u32,
+    peer: PeerId,
+    session: Arc<Session>,
+    received: ReceivedData,
+    authenticated: bool,
+}
+
+/// One reader thread's buffers, allocated once.
+struct RxBatch {
+    recv: RecvBatch,
+    items: Vec<Item>,
+    sessions: Vec<Met>,
+    out: Vec<Vec<u8>>,
+    gro: GROTable,
+}
+
+impl RxBatch {
+    fn new() -> Self {
+        RxBatch {
+            recv: RecvBatch::default(),
+            items: Vec::with_capacity(udp::RECV_BATCH * 64),
+            sessions: Vec::new(),
+            out: Vec::new(),
+            gro: GROTable::default(),
+        }
+    }
+}
+
+/// A reader thread for one socket of `sockets`; it leaves when the device stops or newer
+/// sockets (a later `generation`) replace these.
+pub(crate) fn run(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generation: u64) {
+    let sock = if v6 { sockets.v6.as_ref() } else { sockets.v4.as_ref() };
+    let Some(sock) = sock else { return };
+    let mut rx = RxBatch::new();
+    loop {
+        let r = sock.recv_batch(&mut rx.recv);
+        // Sockets of an older generation were replaced: leave (newer readers may start first).
+        if shared.stopping() || shared.generation.load(Ordering::SeqCst) > generation {
+            return;
+        }
+        match r {
+            Ok(0) | Err(_) => {
+                // Shut down but not (yet) told to stop, or a transient error: do not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        let now = Instant::now();
+        classify(&shared, &mut rx);
+        open(&mut rx, now);
+        deliver(&shared, &mut rx);
+        account(&shared, &mut rx, now);
+    }
+}
+
+/// Sorts the received datagrams: handshake messages to their queue, data messages (with their
+/// sessions, looked up under one read lock) to `items`; the rest is dropped.
+fn classify(shared: &Shared, rx: &mut RxBatch) {
+    rx.items.clear();
+    rx.sessions.clear();
+    let table = shared.sessions.lock();
+    for b in 0..rx.recv.len() {
+        let (buf, meta) = rx.recv.get_mut(b);
+        for (off, len) in udp::datagrams(meta) {
+            let datagram = &buf[off..off + len];
+            let (index, counter) = match messages::parse(datagram) {
+                Ok(Message::Data(d)) => (d.receiver(), d.counter()),
+                Ok(_) => {
+                    handshake::enqueue(shared, meta.src, datagram);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let session = match rx.sessions.iter().position(|m| m.index == index) {
+                Some(s) => s,
+                None => {
+                    let Some((peer, session)) = table.get(index) else {
+                        shared.drops.refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    rx.sessions.push(Met {
+                        index,
+                        peer,
+                        session: session.clone(),
+                        received: ReceivedData { index, src: meta.src, bytes: 0, packets: 0 },
+                        authenticated: false,
+                    });
+                    rx.sessions.len() - 1
+                }
+            };
+            rx.items.push(Item { buf: b, off, len, counter, session, packet: 0 });
+        }
+    }
+}
+
+/// Opens every data message in place (AEAD and replay window, outside any lock of the core's).
+fn open(rx: &mut RxBatch, now: Instant) {
+    for item in &mut rx.items {
+        let met = &mut rx.sessions[item.session];
+        if met.session.expired(now) {
+            continue;
+        }
+        let (buf, meta) = rx.recv.get_mut(item.buf);
+        let body = &mut buf[item.off + DATA_HEADER_LEN..item.off + item.len];
+        let Ok(plain) = met.session.open(item.counter, body) else { continue };
+        // Authenticated from here on.
+        let r = &mut met.received;
+        met.authenticated = true;
+        r.src = meta.src;
+        r.bytes += item.len as u64;
+        if !plain.is_empty() {
+            r.packets += 1;
+            item.packet = ip::packet_len(plain).unwrap_or(0);
+        }
+    }
+}
+
+/// Writes the opened packets whose source address belongs to their peer to the TUN.
+fn deliver(shared: &Shared, rx: &mut RxBatch) {
+    let routing = shared.routing();
+    let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
+    let mut n = 0;
+    for item in &rx.items {
+        let met = &rx.sessions[item.session];
+        if !met.authenticated {
+            shared.drops.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if item.packet == 0 {
+            continue;
+        }
+        let (buf, _) = rx.recv.get_mut(item.buf);
+        let start = item.off + DATA_HEADER_LEN;
+        let packet = &buf[start..start + item.packet];
+        let Some(src) = ip::source(packet) else { continue };
+        let owner = match cached {
+            Some((addr, owner)) if addr == src => owner,
+            _ => {
+                let owner = routing.lookup(src);
+                cached = Some((src, owner));
+                owner
+            }
+        };
+        if owner != Some(met.peer) {
+            shared.drops.not_allowed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if n == rx.out.len() {
+            rx.out.push(Vec::with_capacity(HEADROOM + 2048));
+        }
+        let out = &mut rx.out[n];
+        out.clear();
+        out.resize(HEADROOM, 0);
+        out.extend_from_slice(packet);
+        n += 1;
+    }
+    drop(routing);
+    if n > 0
+        && let Err(e) = shared.tun.send_batch(&mut rx.gro, &mut rx.out[..n], HEADROOM)
+    {
+        tracing::trace!("TUN write: {e}");
+    }
+}
+
+/// The core's bookkeeping for everything that authenticated, under one lock for the batch.
+fn account(shared: &Shared, rx: &mut RxBatch, now: Instant) {
+    if !rx.sessions.iter().any(|m| m.authenticated) {
+        return;
+    }
+    shared.with_core(|core, io| {
+        for met in rx.sessions.iter().filter(|m| m.authenticated) {
+            core.iface.received(met.peer, &met.received, now, io);
+        }
+    });
+}

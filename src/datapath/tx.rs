@@ -1,0 +1,251 @@
+//! Outbound, the TUN thread: read a batch from the TUN (super-segments split into packets by
+//! the offload layer), find each packet's peer by its destination (cryptokey routing), let the
+//! core plan each peer's share (one lock for the whole batch: counters reserved, timers told),
+//! seal outside the lock, possibly on several cores ([`super::workers`]), and send each peer's
+//! datagrams in as few system calls as the socket allows (GSO).
+//!
+//! Packets are read to [`OFFSET`] in their buffers, so the data message's header goes in front
+//! and the padding and tag behind without copying the packet. The buffers are allocated once.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::device::Shared;
+use crate::device::configure::follow_mtu;
+use crate::noise::messages::DATA_HEADER_LEN;
+use crate::noise::session::sealed_len;
+use crate::noise::{PeerId, SealPlan, ip};
+use crate::sys::tun::{MAX_READ, MAX_SEGMENTS};
+
+use super::workers::Workers;
+
+/// Where a packet starts in its buffer: room for the data message header.
+pub const OFFSET: usize = DATA_HEADER_LEN;
+/// Packets per batch: a batch ends when fewer than one read's worth of buffers are left.
+pub const BATCH: usize = 2 * MAX_SEGMENTS;
+/// How often, at most, the TUN's MTU is read again while packets flow.
+const MTU_REREAD: Duration = Duration::from_secs(1);
+/// How long the thread sleeps in `poll` before looking at the stop flag again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// One peer's share of a batch: the packets' positions, and the plan the core made for them.
+struct Group {
+    peer: PeerId,
+    packets: Vec<usize>,
+    plan: Option<SealPlan>,
+}
+
+/// The TUN thread's buffers, allocated once.
+pub(crate) struct TxBatch {
+    scratch: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    count: usize,
+    groups: Vec<Group>,
+    active: usize,
+    /// Largest packet the buffers hold (they grow with the MTU).
+    capacity: usize,
+}
+
+impl TxBatch {
+    fn new(mtu: usize) -> Self {
+        let mut b = TxBatch {
+            scratch: vec![0u8; MAX_READ],
+            bufs: Vec::new(),
+            sizes: vec![0; BATCH],
+            count: 0,
+            groups: Vec::new(),
+            active: 0,
+            capacity: 0,
+        };
+        b.fit(mtu);
+        b
+    }
+
+    /// Makes every buffer hold a packet of `mtu` bytes sealed in place.
+    fn fit(&mut self, mtu: usize) {
+        let mtu = mtu.max(1280);
+        if mtu <= self.capacity {
+            return;
+        }
+        let len = sealed_len(mtu, mtu) + 16;
+        self.bufs = (0..BATCH).map(|_| vec![0u8; len]).collect();
+        self.capacity = mtu;
+    }
+
+    fn group_of(&mut self, peer: PeerId, last: &mut usize) -> usize {
+        if *last < self.active && self.groups[*last].peer == peer {
+            return *last;
+        }
+        if let Some(g) = self.groups[..self.active].iter().position(|g| g.peer == peer) {
+            *last = g;
+            return g;
+        }
+        if self.active == self.groups.len() {
+            self.groups.push(Group { peer, packets: Vec::with_capacity(BATCH), plan: None });
+        }
+        let g = &mut self.groups[self.active];
+        g.peer = peer;
+        g.packets.clear();
+        g.plan = None;
+        self.active += 1;
+        *last = self.active - 1;
+        *last
+    }
+}
+
+/// The TUN thread: runs until the device stops or the TUN goes away.
+pub(crate) fn run(shared: Arc<Shared>) {
+    let mut mtu = shared.tun.mtu().map(usize::from).unwrap_or(1420);
+    let mut batch = TxBatch::new(mtu);
+    let mut workers = Workers::new();
+    let mut mtu_read = Instant::now();
+    loop {
+        if shared.stopping() {
+            return;
+        }
+        match fill(&shared, &mut batch) {
+            Ok(0) => {
+                if let Err(e) = shared.tun.wait_readable(IDLE_WAIT) {
+                    shared.request_stop(format!("TUN device is gone ({e})"));
+                    return;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.request_stop(tun_gone(&e));
+                return;
+            }
+        }
+        let now = Instant::now();
+        // The padding cap follows the TUN's MTU (`ip link set mtu` after start); reading it is
+        // a system call, so at most once per MTU_REREAD while packets flow. (Where the TUN was
+        // moved to another namespace it can no longer be read by name: the last value stays.)
+        let new_mtu = if now.duration_since(mtu_read) >= MTU_REREAD {
+            mtu_read = now;
+            shared.tun.mtu().ok().map(usize::from).filter(|&m| m != mtu)
+        } else {
+            None
+        };
+        route(&shared, &mut batch);
+        plan(&shared, &mut batch, new_mtu, now);
+        if let Some(m) = new_mtu {
+            mtu = m;
+        }
+        seal(&mut batch, &mut workers);
+        send(&shared, &batch);
+        batch.fit(mtu);
+    }
+}
+
+/// What to say when reading the TUN fails for good.
+fn tun_gone(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        // What a read returns once `ip link del` removed the device under us.
+        Some(libc::EFAULT) | Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+            "the TUN device was removed".to_string()
+        }
+        _ => format!("reading the TUN device failed ({e})"),
+    }
+}
+
+/// Reads packets until the TUN is empty or the batch is full. Errors are the device's.
+fn fill(shared: &Shared, batch: &mut TxBatch) -> std::io::Result<usize> {
+    batch.count = 0;
+    while BATCH - batch.count >= MAX_SEGMENTS {
+        let c = batch.count;
+        match shared.tun.recv_batch(&mut batch.scratch, &mut batch.bufs[c..], &mut batch.sizes[c..], OFFSET) {
+            Ok(n) => batch.count += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error().is_some() => return Err(e),
+            // A packet the offload layer could not split (or too large for the buffers).
+            Err(e) => tracing::trace!("TUN packet dropped: {e}"),
+        }
+    }
+    Ok(batch.count)
+}
+
+/// Sorts the batch's packets into per-peer groups by their destination address. Packets no
+/// peer's allowed IPs cover are dropped (as the kernel does, without an ICMP error).
+fn route(shared: &Shared, batch: &mut TxBatch) {
+    batch.active = 0;
+    let routing = shared.routing();
+    let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
+    let mut last = 0;
+    for i in 0..batch.count {
+        let packet = &batch.bufs[i][OFFSET..OFFSET + batch.sizes[i]];
+        let Some(dst) = ip::destination(packet) else { continue };
+        let peer = match cached {
+            Some((addr, peer)) if addr == dst => peer,
+            _ => {
+                let peer = routing.lookup(dst);
+                cached = Some((dst, peer));
+                peer
+            }
+        };
+        let Some(peer) = peer else { continue };
+        let g = batch.group_of(peer, &mut last);
+        batch.groups[g].packets.push(i);
+    }
+}
+
+/// Takes the core's lock once for the batch: each peer's share gets a plan (counters reserved)
+/// or, without a session, goes to the core packet by packet to wait for the handshake.
+fn plan(shared: &Shared, batch: &mut TxBatch, new_mtu: Option<usize>, now: Instant) {
+    let TxBatch { groups, active, bufs, sizes, .. } = batch;
+    let planned = shared.with_core(|core, io| {
+        if let Some(mtu) = new_mtu {
+            follow_mtu(&mut core.iface, mtu);
+        }
+        for g in &mut groups[..*active] {
+            let lens = g.packets.iter().map(|&i| sizes[i]);
+            g.plan = match core.iface.plan_send(g.peer, lens, now, io) {
+                Ok(Some(plan)) => Some(plan),
+                Ok(None) => {
+                    for &i in &g.packets {
+                        let _ = core.iface.send(g.peer, &bufs[i][OFFSET..OFFSET + sizes[i]], now, io);
+                    }
+                    None
+                }
+                Err(_) => None, // the peer was removed meanwhile
+            };
+        }
+    });
+    if planned.is_none() {
+        // No private key: nothing can be sent.
+        for g in &mut groups[..*active] {
+            g.plan = None;
+        }
+    }
+}
+
+/// Seals every planned packet in place; its size becomes the datagram's (0: not sent).
+fn seal(batch: &mut TxBatch, workers: &mut Workers) {
+    let TxBatch { groups, active, bufs, sizes, .. } = batch;
+    for g in &groups[..*active] {
+        let Some(plan) = &g.plan else { continue };
+        workers.seal(plan, &g.packets, bufs, sizes);
+    }
+}
+
+/// Sends each planned group's datagrams to its peer's endpoint.
+fn send(shared: &Shared, batch: &TxBatch) {
+    let sockets = shared.sockets();
+    let mut datagrams: [&[u8]; BATCH] = [&[]; BATCH];
+    for g in &batch.groups[..batch.active] {
+        let Some(plan) = &g.plan else { continue };
+        let mut n = 0;
+        for &i in &g.packets {
+            if batch.sizes[i] > 0 {
+                datagrams[n] = &batch.bufs[i][..batch.sizes[i]];
+                n += 1;
+            }
+        }
+        if let Err(e) = sockets.send_batch(plan.endpoint, &datagrams[..n]) {
+            tracing::trace!("send to {}: {e}", plan.endpoint);
+        }
+    }
+}

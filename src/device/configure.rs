@@ -1,0 +1,197 @@
+//! Applying a UAPI `set` request to the running device, and reading its state for `get`.
+//! What can fail (binding a new port, setting the fwmark) is done first, so a refused request
+//! changes nothing; live changes (psk, endpoint, allowed IPs, keepalive) keep the peer's
+//! sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+
+use super::uapi::{self, PeerReport, SetRequest, UapiError};
+use super::{Core, Io, NoOutput, Shared, spawn_udp_readers};
+use crate::noise::{self, Config, Interface, StaticSecret};
+use crate::sys::udp::Sockets;
+
+/// Writes the answer to `get=1` (without the final `errno=0`).
+pub(super) fn write_get(shared: &Shared, out: &mut String) {
+    let core = shared.lock();
+    let routing = shared.routing();
+    let peers = core.iface.peers().map(|p| {
+        let stats = p.stats();
+        let id = core.iface.peer_by_key(p.public_key()).expect("listed peer exists");
+        PeerReport {
+            public_key: *p.public_key(),
+            preshared_key: p.has_psk().then(|| p.psk().clone()),
+            endpoint: p.endpoint(),
+            last_handshake: stats.last_handshake,
+            tx_bytes: stats.tx_bytes,
+            rx_bytes: stats.rx_bytes,
+            persistent_keepalive: p.persistent_keepalive().map(|d| d.as_secs() as u16).unwrap_or(0),
+            allowed_ips: routing.prefixes_of(id),
+        }
+    });
+    let key = core.has_key.then(|| core.iface.private_key());
+    uapi::write_get(out, key, shared.sockets().port, core.fwmark, peers.collect::<Vec<_>>());
+}
+
+/// Applies a validated set request.
+pub(super) fn apply_set(shared: &Arc<Shared>, req: SetRequest) -> Result<(), UapiError> {
+    let mut retired = None;
+    let result = apply_locked(shared, &mut shared.lock(), req, &mut retired);
+    if let Some(old) = retired {
+        old.close();
+    }
+    result
+}
+
+fn apply_locked(
+    shared: &Arc<Shared>,
+    core: &mut Core,
+    req: SetRequest,
+    retired: &mut Option<Retired>,
+) -> Result<(), UapiError> {
+    let now = Instant::now();
+    let fwmark = req.fwmark.unwrap_or(core.fwmark);
+    let current_port = shared.sockets().port;
+    let rebind = req.listen_port.filter(|&port| port != current_port || port == 0 && core.listen_port != 0);
+    if rebind.is_none()
+        && let Some(mark) = req.fwmark
+    {
+        shared.sockets().set_fwmark(mark).map_err(|e| UapiError { errno: uapi::EIO, message: e.to_string() })?;
+    }
+    if let Some(port) = rebind {
+        let new = Sockets::bind(port, fwmark).map_err(|e| UapiError {
+            errno: if e.kind() == std::io::ErrorKind::AddrInUse { uapi::EADDRINUSE } else { uapi::EIO },
+            message: format!("cannot bind UDP port {port}: {e}"),
+        })?;
+        let new = Arc::new(new);
+        let generation = shared.generation.load(Ordering::SeqCst) + 1;
+        let readers = spawn_udp_readers(shared, new.clone(), generation).map_err(|e| {
+            new.shutdown();
+            UapiError { errno: uapi::EIO, message: format!("cannot start UDP readers: {e}") }
+        })?;
+        let old = std::mem::replace(&mut *shared.sockets.write().unwrap_or_else(|e| e.into_inner()), new);
+        shared.generation.store(generation, Ordering::SeqCst);
+        old.shutdown();
+        let old_readers = std::mem::replace(&mut *shared.readers.lock().unwrap_or_else(|e| e.into_inner()), readers);
+        *retired = Some(Retired { sockets: old, readers: old_readers });
+    }
+    if let Some(port) = req.listen_port {
+        core.listen_port = port;
+    }
+    core.fwmark = fwmark;
+    if let Ok(mtu) = shared.tun.mtu() {
+        follow_mtu(&mut core.iface, mtu as usize);
+    }
+    let mut routing = shared.routing.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(key) = req.private_key {
+        match key {
+            Some(secret) => {
+                if let Some(own) = core.iface.peer_by_key(&secret.public_key()) {
+                    routing.remove_peer(own);
+                }
+                core.iface.set_private_key(secret);
+                core.has_key = true;
+            }
+            None => {
+                core.iface.set_private_key(StaticSecret::random(&mut OsRng));
+                core.has_key = false;
+            }
+        }
+    }
+    if req.replace_peers {
+        for id in core.iface.peer_ids() {
+            let _ = core.iface.remove_peer(id);
+        }
+        routing.clear();
+    }
+    let mut keepalives = Vec::new();
+    for change in req.peers {
+        let Some(key) = change.public_key else { continue };
+        let existing = core.iface.peer_by_key(&key);
+        if change.remove {
+            if let Some(id) = existing {
+                let _ = core.iface.remove_peer(id);
+                routing.remove_peer(id);
+            }
+            continue;
+        }
+        let id = match existing {
+            Some(id) => id,
+            None if change.update_only => continue,
+            None => match core.iface.add_peer(key) {
+                Ok(id) => id,
+                // The interface's own key: wg-go ignores such a peer silently.
+                Err(noise::PeerError::OwnKey) => continue,
+                Err(e) => return Err(UapiError::invalid(format!("peer: {e}"))),
+            },
+        };
+        if let Some(psk) = change.preshared_key {
+            let _ = core.iface.set_psk(id, psk);
+        }
+        if let Some(ep) = change.endpoint {
+            let _ = core.iface.set_endpoint(id, Some(ep));
+        }
+        if change.replace_allowed_ips {
+            routing.remove_peer(id);
+        }
+        for (add, net) in change.allowed_ips {
+            if add {
+                routing.insert(net, id);
+            } else {
+                routing.remove(net, id);
+            }
+        }
+        if let Some(secs) = change.persistent_keepalive {
+            let interval = (secs != 0).then(|| Duration::from_secs(secs as u64));
+            if interval != core.iface.peer(id).and_then(|p| p.persistent_keepalive()) {
+                keepalives.push((id, interval));
+            }
+        }
+    }
+    drop(routing);
+    // Turning a keepalive on sends one at once, through the core's output (which takes the
+    // routing lock to deliver, hence after it was released above).
+    let sockets = shared.sockets();
+    for (id, interval) in keepalives {
+        let _ = if core.has_key {
+            let mut io = Io { sockets: &sockets, shared };
+            core.iface.set_persistent_keepalive(id, interval, now, &mut io)
+        } else {
+            core.iface.set_persistent_keepalive(id, interval, now, &mut NoOutput)
+        };
+    }
+    shared.timer_cv.notify_one();
+    Ok(())
+}
+
+/// Sockets replaced by a set request, with their reader threads.
+struct Retired {
+    sockets: Arc<Sockets>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Retired {
+    /// Waits for the readers to leave (they were woken by the shutdown and see the new
+    /// generation), then closes the sockets, so that their port is free again when the set
+    /// request is answered. Must run without the state lock: a reader may be waiting for it.
+    fn close(self) {
+        for reader in self.readers {
+            let _ = reader.join();
+        }
+        if Arc::strong_count(&self.sockets) > 1 {
+            tracing::warn!("old UDP sockets are still in use; their port is freed once that ends");
+        }
+    }
+}
+
+/// Caps the padding of data messages at `mtu` from now on (the TUN's MTU, read again).
+pub(crate) fn follow_mtu(iface: &mut Interface, mtu: usize) {
+    if iface.config().mtu != mtu {
+        let config = Config { mtu, ..iface.config().clone() };
+        iface.set_config(config);
+    }
+}

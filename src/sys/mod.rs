@@ -1,0 +1,6 @@
+//! The kernel interfaces the engine uses, and the only place (with the daemon's process set-up)
+//! where veil makes system calls of its own: the TUN device with its offloads, and the UDP
+//! sockets with batched, segmented sends and coalesced receives.
+
+pub mod tun;
+pub mod udp;

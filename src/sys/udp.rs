@@ -1,0 +1,528 @@
+//! The outer UDP sockets: one IPv4 and (where the host has IPv6) one IPv6 socket on the same
+//! port, with large buffers and the interface's fwmark, read and written in batches.
+//!
+//! - Receive: `recvmmsg` fills up to [`RECV_BATCH`] buffers per system call, and with UDP GRO
+//!   (`UDP_GRO`, Linux 5.0) each buffer holds up to 64 datagrams of one sender back to back,
+//!   all of one size but the last (the size comes in a control message).
+//! - Send: a run of datagrams to one destination, all of one size but the last, leaves in one
+//!   `sendmsg` with UDP GSO (`UDP_SEGMENT`, Linux 4.18) gathering them from where they lie (an
+//!   iovec each, no copy); what cannot go that way leaves through `sendmmsg`.
+//!
+//! Why not quinn-udp, which does GSO and GRO too: its send takes one contiguous buffer (a copy
+//! of every datagram here, where the datagrams are sealed in separate buffers), it turns GSO off
+//! for the socket's lifetime after one `EINVAL` (which a single datagram larger than the path
+//! MTU causes), and it sets `IP_PMTUDISC_PROBE`, which forbids the fragmentation a tunnel MTU
+//! above the path MTU needs. Here a GSO send the kernel refuses is sent again datagram by
+//! datagram; only `EIO` (a device that cannot segment) turns GSO off for the socket.
+
+use std::io;
+use std::mem::{MaybeUninit, size_of};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{Domain, Protocol, SockAddr, Socket as RawSocket, Type};
+
+/// Socket buffer size asked for (forced past net.core.{r,w}mem_max where we may).
+const BUFFER_BYTES: usize = 8 << 20;
+/// How many kernel-picked ports to try before giving up on one free for both families.
+const BIND_ATTEMPTS: usize = 100;
+/// Buffers filled per `recvmmsg`.
+pub const RECV_BATCH: usize = 16;
+/// One receive buffer: the largest GRO train (64 KiB of UDP payload) or datagram.
+pub const RECV_BUF_LEN: usize = 65536;
+/// At most this many segments per GSO send (the kernel's UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// At most this many bytes per GSO send (one IP packet's worth, minus headers).
+const GSO_MAX_BYTES: usize = 65535 - 40 - 8;
+/// linux/udp.h
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// One UDP socket with what the kernel lets it do.
+pub struct Socket {
+    sock: UdpSocket,
+    /// Sends may use UDP GSO (cleared when the kernel says the device cannot).
+    gso: AtomicBool,
+}
+
+/// The pair of sockets bound to one port.
+pub struct Sockets {
+    pub v4: Option<Socket>,
+    pub v6: Option<Socket>,
+    pub port: u16,
+}
+
+fn setsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn open(domain: Domain, addr: SocketAddr, fwmark: u32) -> io::Result<Socket> {
+    let s = RawSocket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if domain == Domain::IPV6 {
+        s.set_only_v6(true)?;
+    }
+    // Large buffers absorb bursts between two reads; forced where we are allowed to (root),
+    // else as large as net.core.{r,w}mem_max lets them be. Best effort: smaller ones work.
+    if setsockopt_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, BUFFER_BYTES as libc::c_int).is_err() {
+        let _ = s.set_recv_buffer_size(BUFFER_BYTES);
+    }
+    if setsockopt_int(&s, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, BUFFER_BYTES as libc::c_int).is_err() {
+        let _ = s.set_send_buffer_size(BUFFER_BYTES);
+    }
+    if fwmark != 0 {
+        s.set_mark(fwmark)?;
+    }
+    s.bind(&addr.into())?;
+    // GRO: datagrams of one flow arrive coalesced. Without it each arrives alone.
+    let _ = setsockopt_int(&s, libc::SOL_UDP, UDP_GRO, 1);
+    // GSO: probe with the socket option, then clear it (sends set the size per message).
+    let gso = setsockopt_int(&s, libc::SOL_UDP, UDP_SEGMENT, 1200).is_ok()
+        && setsockopt_int(&s, libc::SOL_UDP, UDP_SEGMENT, 0).is_ok();
+    Ok(Socket { sock: s.into(), gso: AtomicBool::new(gso) })
+}
+
+/// The index of the network interface `name` in this network namespace, for the zone of a
+/// link-local address (`fe80::1%eth0`).
+pub fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call, which only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+impl Sockets {
+    /// Binds both families to `port` (0 = any free port, the same for both). IPv6 is optional:
+    /// a host without it gets an IPv4 socket only.
+    pub fn bind(port: u16, fwmark: u32) -> io::Result<Sockets> {
+        // With port 0 the kernel picks a port free for IPv4, which IPv6 may have in use: then
+        // try another one.
+        let attempts = if port == 0 { BIND_ATTEMPTS } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            match Self::bind_once(port, fwmark) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    fn bind_once(port: u16, fwmark: u32) -> io::Result<Sockets> {
+        let v4 = open(Domain::IPV4, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into(), fwmark)?;
+        let port = v4.sock.local_addr()?.port();
+        let v6 = match open(Domain::IPV6, SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into(), fwmark) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+            Err(_) => None,
+        };
+        Ok(Sockets { v4: Some(v4), v6, port })
+    }
+
+    /// The socket of the destination's family.
+    pub fn for_addr(&self, to: &SocketAddr) -> io::Result<&Socket> {
+        let sock = match to {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        };
+        sock.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no socket for this address family"))
+    }
+
+    /// Sends one datagram on the socket of the destination's family.
+    pub fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.for_addr(&to)?.sock.send_to(datagram, to)
+    }
+
+    /// Sends datagrams to `to`, in order, in as few system calls as the kernel allows.
+    pub fn send_batch(&self, to: SocketAddr, datagrams: &[&[u8]]) -> io::Result<()> {
+        self.for_addr(&to)?.send_batch(to, datagrams)
+    }
+
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        for s in [self.v4.as_ref(), self.v6.as_ref()].into_iter().flatten() {
+            socket2::SockRef::from(&s.sock).set_mark(mark)?;
+        }
+        Ok(())
+    }
+
+    /// Wakes any thread blocked reading these sockets (they then see the shutdown).
+    pub fn shutdown(&self) {
+        for s in [self.v4.as_ref(), self.v6.as_ref()].into_iter().flatten() {
+            let _ = socket2::SockRef::from(&s.sock).shutdown(std::net::Shutdown::Read);
+        }
+    }
+}
+
+/// Where one received buffer came from and how it divides into datagrams.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvMeta {
+    /// Bytes in the buffer.
+    pub len: usize,
+    pub src: SocketAddr,
+    /// Size of each datagram in the buffer (the last may be shorter); `len` without GRO.
+    pub segment: usize,
+}
+
+/// Buffers and kernel structures for `recvmmsg`, allocated once per reader thread.
+pub struct RecvBatch {
+    bufs: Vec<Box<[u8]>>,
+    names: Vec<MaybeUninit<libc::sockaddr_storage>>,
+    ctrls: Vec<[u64; 8]>,
+    meta: Vec<RecvMeta>,
+    count: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF_LEN].into_boxed_slice()).collect(),
+            names: vec![MaybeUninit::zeroed(); RECV_BATCH],
+            ctrls: vec![[0u64; 8]; RECV_BATCH],
+            meta: Vec::with_capacity(RECV_BATCH),
+            count: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// How many buffers the last receive filled.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Buffer `i` of the last receive (its bytes and where they came from). Mutable, so that
+    /// datagrams can be decrypted in place.
+    pub fn get_mut(&mut self, i: usize) -> (&mut [u8], RecvMeta) {
+        let m = self.meta[i];
+        (&mut self.bufs[i][..m.len], m)
+    }
+}
+
+/// The datagrams in one received buffer of `meta`: `(offset, len)` pairs.
+pub fn datagrams(meta: RecvMeta) -> impl Iterator<Item = (usize, usize)> {
+    let seg = meta.segment.max(1);
+    (0..meta.len).step_by(seg).map(move |off| (off, seg.min(meta.len - off)))
+}
+
+fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match libc::c_int::from(name.ss_family) {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
+            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in it.
+            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The GRO segment size in a received message's control data, if there is one.
+fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+    // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk the control buffer it
+    // points to within `msg_controllen`, and each header they return lies inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>().read_unaligned();
+                return usize::try_from(data).ok().filter(|&s| s > 0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+impl Socket {
+    /// Waits for datagrams and fills `batch` with what has arrived (at least one buffer).
+    /// `Ok(0)` means the socket was shut down.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.count = 0;
+        batch.meta.clear();
+        let mut iovs: [MaybeUninit<libc::iovec>; RECV_BATCH] = [const { MaybeUninit::uninit() }; RECV_BATCH];
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+        let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..RECV_BATCH {
+            let iov = iovs[i].write(libc::iovec { iov_base: batch.bufs[i].as_mut_ptr().cast(), iov_len: RECV_BUF_LEN });
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = batch.names[i].as_mut_ptr().cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = iov;
+            h.msg_iovlen = 1;
+            h.msg_control = batch.ctrls[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of::<[u64; 8]>() as _;
+        }
+        let n = loop {
+            // SAFETY: every header points at live buffers owned by `batch` (names, control,
+            // iovecs on this stack frame pointing at `batch.bufs`) with the lengths given; the
+            // kernel writes at most those lengths.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.sock.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    RECV_BATCH as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        for (i, h) in hdrs.iter().enumerate().take(n) {
+            // SAFETY: the kernel initialised the name it reported (msg_namelen bytes, possibly 0).
+            let name = unsafe { batch.names[i].assume_init_ref() };
+            let Some(src) = socket_addr(name, h.msg_hdr.msg_namelen) else {
+                // No sender: the socket was shut down (a zero-length read).
+                if batch.meta.is_empty() {
+                    return Ok(0);
+                }
+                break;
+            };
+            let len = h.msg_len as usize;
+            let segment = gro_segment(&h.msg_hdr).unwrap_or(len);
+            batch.meta.push(RecvMeta { len, src, segment });
+        }
+        // Buffers are used in order; a skipped one (no sender) ends the batch, so meta[i]
+        // describes bufs[i].
+        batch.count = batch.meta.len();
+        Ok(batch.count)
+    }
+
+    /// Sends datagrams to `to` in order: runs of equal size (the last of a run may be shorter)
+    /// in one GSO `sendmsg` each, the datagrams between runs through `sendmmsg`.
+    pub fn send_batch(&self, to: SocketAddr, datagrams: &[&[u8]]) -> io::Result<()> {
+        let addr = SockAddr::from(to);
+        let gso = self.gso.load(Ordering::Relaxed);
+        let mut singles = 0; // datagrams[singles..i] wait for a sendmmsg
+        let mut i = 0;
+        while i < datagrams.len() {
+            let seg = datagrams[i].len();
+            let (mut j, mut bytes) = (i + 1, seg);
+            while gso
+                && j < datagrams.len()
+                && j - i < GSO_MAX_SEGMENTS
+                && datagrams[j].len() <= seg
+                && bytes + datagrams[j].len() <= GSO_MAX_BYTES
+            {
+                bytes += datagrams[j].len();
+                j += 1;
+                if datagrams[j - 1].len() < seg {
+                    break; // a shorter datagram ends the run
+                }
+            }
+            if j - i == 1 {
+                i = j;
+                continue;
+            }
+            self.send_each(&addr, &datagrams[singles..i])?;
+            let run = &datagrams[i..j];
+            if let Err(e) = self.send_gso(&addr, run, seg) {
+                if e.raw_os_error() == Some(libc::EIO) {
+                    // The route's device cannot segment: stop trying on this socket.
+                    self.gso.store(false, Ordering::Relaxed);
+                }
+                // EINVAL/EMSGSIZE (a datagram over the path MTU needs fragmenting, which GSO
+                // does not do) and the like: send them one by one.
+                self.send_each(&addr, run)?;
+            }
+            singles = j;
+            i = j;
+        }
+        self.send_each(&addr, &datagrams[singles..])
+    }
+
+    fn send_gso(&self, addr: &SockAddr, run: &[&[u8]], seg: usize) -> io::Result<()> {
+        let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; GSO_MAX_SEGMENTS];
+        for (iov, d) in iovs.iter_mut().zip(run) {
+            *iov = libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() };
+        }
+        let mut ctrl = [0u64; 4];
+        // SAFETY: an all-zero msghdr is valid.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = addr.as_ptr() as *mut _;
+        hdr.msg_namelen = addr.len();
+        hdr.msg_iov = iovs.as_mut_ptr();
+        hdr.msg_iovlen = run.len() as _;
+        hdr.msg_control = ctrl.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
+        // SAFETY: the control buffer (32 bytes, 8-aligned) holds one cmsghdr with a u16, which
+        // CMSG_SPACE(2) = 24 bytes covers; CMSG_FIRSTHDR points at its start.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&hdr);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            libc::CMSG_DATA(c).cast::<u16>().write_unaligned(seg as u16);
+        }
+        loop {
+            // SAFETY: `hdr` points at the address, the iovecs (each a live datagram slice that
+            // the kernel only reads) and the control buffer, all alive for the call.
+            let n = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &hdr, 0) };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Sends each datagram as its own message, up to 64 per `sendmmsg`.
+    fn send_each(&self, addr: &SockAddr, datagrams: &[&[u8]]) -> io::Result<()> {
+        const CHUNK: usize = 64;
+        for chunk in datagrams.chunks(CHUNK) {
+            let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
+            // SAFETY: an all-zero mmsghdr is valid.
+            let mut hdrs: [libc::mmsghdr; CHUNK] = unsafe { std::mem::zeroed() };
+            for (k, d) in chunk.iter().enumerate() {
+                iovs[k] = libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() };
+                let h = &mut hdrs[k].msg_hdr;
+                h.msg_name = addr.as_ptr() as *mut _;
+                h.msg_namelen = addr.len();
+                h.msg_iov = &mut iovs[k];
+                h.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < chunk.len() {
+                // SAFETY: headers sent..len point at the address and iovecs above, which point
+                // at live datagram slices the kernel only reads.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        hdrs[sent..].as_mut_ptr(),
+                        (chunk.len() - sent) as libc::c_uint,
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if sent + 1 < chunk.len() && e.raw_os_error() == Some(libc::EMSGSIZE) {
+                        sent += 1; // skip the one datagram the kernel refuses, keep the rest
+                        continue;
+                    }
+                    return Err(e);
+                }
+                sent += n as usize;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether sends may use UDP GSO.
+    pub fn gso(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn loopback_pair() -> (Sockets, UdpSocket) {
+        let socks = Sockets::bind(0, 0).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        (socks, peer)
+    }
+
+    fn pattern(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (i * 31 + k) as u8).collect()
+    }
+
+    #[test]
+    fn a_batch_arrives_whole_and_in_order() {
+        let (socks, peer) = loopback_pair();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let to = peer.local_addr().unwrap();
+        // Runs of equal sizes (GSO), a shorter tail, then odd sizes (sendmmsg).
+        let mut sizes = vec![1200; 50];
+        sizes.extend([700, 1200, 1200, 33, 1, 1400, 1400]);
+        let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| pattern(i, n)).collect();
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        socks.send_batch(to, &refs).unwrap();
+        let mut buf = [0u8; 2048];
+        for (i, d) in data.iter().enumerate() {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &d[..], "datagram {i}");
+        }
+    }
+
+    #[test]
+    fn received_trains_split_back_into_the_datagrams_sent() {
+        let socks = Sockets::bind(0, 0).unwrap();
+        let port = socks.port;
+        let sender = Sockets::bind(0, 0).unwrap();
+        let sizes = [1000usize, 1000, 1000, 1000, 500, 64, 64, 1];
+        let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| pattern(i, n)).collect();
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        sender.send_batch(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), &refs).unwrap();
+        let mut got = Vec::new();
+        let mut batch = RecvBatch::default();
+        let sock = socks.v4.as_ref().unwrap();
+        while got.len() < data.len() {
+            let n = sock.recv_batch(&mut batch).unwrap();
+            assert!(n > 0);
+            for i in 0..batch.len() {
+                let (buf, meta) = batch.get_mut(i);
+                assert_eq!(meta.src.port(), sender.port);
+                for (off, len) in datagrams(meta) {
+                    got.push(buf[off..off + len].to_vec());
+                }
+            }
+        }
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn shutdown_wakes_a_blocked_reader_with_zero() {
+        let socks = std::sync::Arc::new(Sockets::bind(0, 0).unwrap());
+        let s = socks.clone();
+        let reader = std::thread::spawn(move || {
+            let mut batch = RecvBatch::default();
+            s.v4.as_ref().unwrap().recv_batch(&mut batch).unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        socks.shutdown();
+        assert_eq!(reader.join().unwrap(), 0);
+    }
+}
