@@ -137,7 +137,7 @@ impl Interface {
         if let Some(own) = self.by_key.get(&public).copied() {
             let _ = self.remove_peer(own);
         }
-        let mut table = StaticStaticTable::new(secret.as_bytes());
+        let table = StaticStaticTable::new(secret.as_bytes());
         for key in self.by_key.keys() {
             table.insert(key.as_bytes());
         }
@@ -170,7 +170,7 @@ impl Interface {
         if public.ct_eq(&self.public) {
             return Err(PeerError::OwnKey);
         }
-        if !Arc::make_mut(&mut self.table).insert(public.as_bytes()) {
+        if !self.table.insert(public.as_bytes()) {
             return Err(PeerError::LowOrder);
         }
         let id = PeerId(self.next_id);
@@ -185,7 +185,7 @@ impl Interface {
         let mut peer = self.peers.remove(&id).ok_or(PeerError::Unknown)?;
         peer.release_indices(&self.indices);
         self.by_key.remove(&peer.public);
-        Arc::make_mut(&mut self.table).remove(peer.public.as_bytes());
+        self.table.remove(peer.public.as_bytes());
         Ok(())
     }
 

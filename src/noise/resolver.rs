@@ -6,7 +6,7 @@
 //! default resolver.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -19,11 +19,14 @@ use zeroize::Zeroizing;
 use super::crypto;
 
 /// DH(our static, peer static) for every known peer, computed when the peer is added.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct StaticStaticTable {
     owner: Zeroizing<[u8; 32]>,
     owner_public: [u8; 32],
-    shared: HashMap<[u8; 32], Zeroizing<[u8; 32]>>,
+    /// Behind a lock, not copied on write: handshakes in flight hold the table (an `Arc`), and
+    /// adding a peer must not copy every other peer's entry (10,000 peers added one by one
+    /// while handshakes run would copy the table 10,000 times).
+    shared: RwLock<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>,
 }
 
 impl StaticStaticTable {
@@ -31,31 +34,31 @@ impl StaticStaticTable {
         StaticStaticTable {
             owner: Zeroizing::new(*owner),
             owner_public: crypto::x25519_base(owner),
-            shared: HashMap::new(),
+            shared: RwLock::new(HashMap::new()),
         }
     }
 
     /// Computes and stores DH(owner, peer); `false` if the result is zero (small-order key).
-    pub fn insert(&mut self, peer: &[u8; 32]) -> bool {
+    pub fn insert(&self, peer: &[u8; 32]) -> bool {
         match crypto::x25519(&self.owner, peer) {
             Ok(ss) => {
-                self.shared.insert(*peer, ss);
+                self.shared.write().unwrap_or_else(|e| e.into_inner()).insert(*peer, ss);
                 true
             }
             Err(_) => false,
         }
     }
 
-    pub fn remove(&mut self, peer: &[u8; 32]) {
-        self.shared.remove(peer);
+    pub fn remove(&self, peer: &[u8; 32]) {
+        self.shared.write().unwrap_or_else(|e| e.into_inner()).remove(peer);
     }
 
-    fn lookup(&self, private: &[u8; 32], peer: &[u8]) -> Option<&[u8; 32]> {
+    fn lookup(&self, private: &[u8; 32], peer: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
         if !bool::from(self.owner.ct_eq(private)) {
             return None;
         }
         let key: &[u8; 32] = peer.get(..32)?.try_into().ok()?;
-        self.shared.get(key).map(|z| &**z)
+        self.shared.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 }
 
@@ -145,7 +148,7 @@ impl Dh for X25519Dh {
     }
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
         if let Some(ss) = self.table.as_ref().and_then(|t| t.lookup(&self.private, pubkey)) {
-            out[..32].copy_from_slice(ss);
+            out[..32].copy_from_slice(&ss[..]);
             return Ok(());
         }
         // snow passes its whole key buffer; an X25519 key is its first 32 bytes.
