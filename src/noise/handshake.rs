@@ -166,7 +166,7 @@ mod tests {
     use std::time::Duration;
 
     fn table(secret: &StaticSecret, peers: &[&PublicKey]) -> Arc<StaticStaticTable> {
-        let mut t = StaticStaticTable::new(secret.as_bytes());
+        let t = StaticStaticTable::new(secret.as_bytes());
         for p in peers {
             assert!(t.insert(p.as_bytes()));
         }
