@@ -363,3 +363,83 @@ impl Capture {
         String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
     }
 }
+
+/// True when `imp` can run here. Missing under CI=true is a failure (`.ci/run` installs all of
+/// them); otherwise a loud skip.
+pub fn require_impl(test: &str, imp: Impl) -> bool {
+    if imp.available() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {imp:?} is not installed, and CI=true: .ci/run should have installed it");
+    }
+    // Straight to the stderr handle rather than eprintln!, which the test harness captures.
+    let msg = format!("\n!!!!! SKIPPED {test}: {imp:?} is not installed (see .ci/run for how to install it) !!!!!\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+    false
+}
+
+/// A file of `bytes` pseudo-random bytes, the same for the same `seed` (splitmix64), so a
+/// failure can be reproduced byte for byte. Removed on drop.
+pub fn payload_file(bytes: usize, seed: u64) -> TempFile {
+    let mut state = seed;
+    let mut data = Vec::with_capacity(bytes + 8);
+    while data.len() < bytes {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        data.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    data.truncate(bytes);
+    let file = TempFile::new("");
+    std::fs::write(file.path(), &data).unwrap();
+    file
+}
+
+/// The SHA-256 of a file, as `sha256sum` prints it (hex).
+pub fn sha256_file(path: &str) -> String {
+    sh(&format!("sha256sum < {path}")).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Sends the file `payload` over one TCP connection (ncat) from `from` to `to_addr`:`port`, an
+/// address of `to`, and asserts that the receiver got exactly the same bytes: the same length
+/// and the same SHA-256 (on a mismatch, `cmp` names the first differing byte). `limit` bounds
+/// each side; it is a hang guard, never a performance assertion.
+pub fn tcp_bulk(from: &Netns, to: &Netns, to_addr: &str, port: u16, payload: &TempFile, limit: Duration, what: &str) {
+    let received = TempFile::new("");
+    let secs = limit.as_secs().max(1);
+    let mut receiver = Proc::spawn(
+        to,
+        &format!("timeout {secs} ncat -l --recv-only {to_addr} {port} > {}", received.path()),
+        &format!("{what}: ncat receiver"),
+    );
+    let listening = wait_until(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&to.sh_out(&format!("ss -Hltn sport = :{port}")).stdout).contains("LISTEN")
+    });
+    assert!(listening, "{what}: ncat did not start listening on {to_addr} port {port}");
+
+    let send = from.sh_out(&format!("timeout {secs} ncat --send-only {to_addr} {port} < {}", payload.path()));
+    assert!(
+        send.status.success(),
+        "{what}: sending to {to_addr} port {port} failed (status {:?}): {}",
+        send.status,
+        String::from_utf8_lossy(&send.stderr)
+    );
+    let ended = wait_until(limit, || !receiver.running());
+    assert!(ended, "{what}: the receiver did not see the end of the stream within {secs} s");
+    let status = receiver.child.wait().expect("receiver status");
+    assert!(status.success(), "{what}: the receiver failed: {status:?}");
+
+    let (want_len, got_len) =
+        (std::fs::metadata(payload.path()).unwrap().len(), std::fs::metadata(received.path()).unwrap().len());
+    let (want, got) = (sha256_file(payload.path()), sha256_file(received.path()));
+    if want_len != got_len || want != got {
+        let cmp = sh_out(&format!("cmp {} {} | head -1", payload.path(), received.path()));
+        panic!(
+            "{what}: received data differs from sent data: sent {want_len} bytes (sha256 {want}), received \
+             {got_len} bytes (sha256 {got}); cmp: {}",
+            String::from_utf8_lossy(&cmp.stdout).trim()
+        );
+    }
+}
