@@ -8,12 +8,15 @@
 //! Inbound ([`rx`], one thread per socket): UDP receive (a batch; GRO trains split) ->
 //! handshake messages to [`handshake`], data messages: session found without the core's lock ->
 //! open (AEAD, replay window) -> source address must route back to the sending peer -> TUN
-//! write (segments coalesced) -> the core's bookkeeping under one lock per batch.
+//! write (segments coalesced by [`gro`]) -> the core's bookkeeping under one lock per batch.
 //!
 //! [`timers`] fires the core's deadlines; [`handshake`] answers handshake messages from a
 //! bounded queue, so a flood of them cannot stall data. The kernel interfaces are in
 //! [`crate::sys`].
 
+pub mod batch;
+pub mod checksum;
+pub mod gro;
 pub mod handshake;
 pub mod rx;
 pub mod timers;

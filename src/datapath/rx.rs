@@ -17,9 +17,9 @@ use crate::device::Shared;
 use crate::noise::messages::{self, DATA_HEADER_LEN, Message};
 use crate::noise::session::Session;
 use crate::noise::{PeerId, ReceivedData, ip};
-use crate::sys::tun::{GROTable, HEADROOM};
 use crate::sys::udp::{self, RecvBatch, Sockets};
 
+use super::gro::Coalescer;
 use super::handshake;
 
 /// A data message of the batch: where it lies, and its session (an entry of `sessions`).
@@ -47,18 +47,16 @@ struct RxBatch {
     recv: RecvBatch,
     items: Vec<Item>,
     sessions: Vec<Met>,
-    out: Vec<Vec<u8>>,
-    gro: GROTable,
+    gro: Coalescer,
 }
 
 impl RxBatch {
-    fn new() -> Self {
+    fn new(shared: &Shared) -> Self {
         RxBatch {
             recv: RecvBatch::default(),
             items: Vec::with_capacity(udp::RECV_BATCH * 64),
             sessions: Vec::new(),
-            out: Vec::new(),
-            gro: GROTable::default(),
+            gro: Coalescer::new(shared.tun.offload(), shared.tun.offload() && shared.tun.udp_offload()),
         }
     }
 }
@@ -68,7 +66,7 @@ impl RxBatch {
 pub(crate) fn run(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generation: u64) {
     let sock = if v6 { sockets.v6.as_ref() } else { sockets.v4.as_ref() };
     let Some(sock) = sock else { return };
-    let mut rx = RxBatch::new();
+    let mut rx = RxBatch::new(&shared);
     loop {
         let r = sock.recv_batch(&mut rx.recv);
         // Sockets of an older generation were replaced: leave (newer readers may start first).
@@ -153,11 +151,13 @@ fn open(rx: &mut RxBatch, now: Instant) {
     }
 }
 
-/// Writes the opened packets whose source address belongs to their peer to the TUN.
+/// Writes the opened packets whose source address belongs to their peer to the TUN, the
+/// segments of each flow coalesced where the TUN has offloads.
 fn deliver(shared: &Shared, rx: &mut RxBatch) {
     let routing = shared.routing();
+    let offload = shared.tun.offload();
     let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
-    let mut n = 0;
+    rx.gro.clear();
     for item in &rx.items {
         let met = &rx.sessions[item.session];
         if !met.authenticated {
@@ -183,20 +183,20 @@ fn deliver(shared: &Shared, rx: &mut RxBatch) {
             shared.drops.not_allowed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if n == rx.out.len() {
-            rx.out.push(Vec::with_capacity(HEADROOM + 2048));
+        if offload {
+            rx.gro.push(packet);
+        } else if let Err(e) = shared.tun.write(packet) {
+            tracing::trace!("TUN write: {e}");
         }
-        let out = &mut rx.out[n];
-        out.clear();
-        out.resize(HEADROOM, 0);
-        out.extend_from_slice(packet);
-        n += 1;
     }
     drop(routing);
-    if n > 0
-        && let Err(e) = shared.tun.send_batch(&mut rx.gro, &mut rx.out[..n], HEADROOM)
-    {
-        tracing::trace!("TUN write: {e}");
+    if offload {
+        rx.gro.finish();
+        for buf in rx.gro.packets() {
+            if let Err(e) = shared.tun.write(buf) {
+                tracing::trace!("TUN write: {e}");
+            }
+        }
     }
 }
 

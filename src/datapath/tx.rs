@@ -4,8 +4,8 @@
 //! seal outside the lock, possibly on several cores ([`super::workers`]), and send each peer's
 //! datagrams in as few system calls as the socket allows (GSO).
 //!
-//! Packets are read to [`OFFSET`] in their buffers, so the data message's header goes in front
-//! and the padding and tag behind without copying the packet. The buffers are allocated once.
+//! Packets are read to [`OFFSET`] in their slots ([`super::batch`]), so the data message's
+//! header goes in front and the padding and tag behind without copying the packet.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use crate::device::Shared;
 use crate::device::configure::follow_mtu;
 use crate::noise::messages::DATA_HEADER_LEN;
-use crate::noise::session::sealed_len;
 use crate::noise::{PeerId, SealPlan, ip};
 use crate::sys::tun::{MAX_READ, MAX_SEGMENTS};
 
+use super::batch::Slots;
 use super::workers::Workers;
 
 /// Where a packet starts in its buffer: room for the data message header.
@@ -39,39 +39,23 @@ struct Group {
 /// The TUN thread's buffers, allocated once.
 pub(crate) struct TxBatch {
     scratch: Vec<u8>,
-    bufs: Vec<Vec<u8>>,
+    bufs: Slots,
     sizes: Vec<usize>,
     count: usize,
     groups: Vec<Group>,
     active: usize,
-    /// Largest packet the buffers hold (they grow with the MTU).
-    capacity: usize,
 }
 
 impl TxBatch {
-    fn new(mtu: usize) -> Self {
-        let mut b = TxBatch {
+    fn new() -> Self {
+        TxBatch {
             scratch: vec![0u8; MAX_READ],
-            bufs: Vec::new(),
+            bufs: Slots::new(BATCH),
             sizes: vec![0; BATCH],
             count: 0,
             groups: Vec::new(),
             active: 0,
-            capacity: 0,
-        };
-        b.fit(mtu);
-        b
-    }
-
-    /// Makes every buffer hold a packet of `mtu` bytes sealed in place.
-    fn fit(&mut self, mtu: usize) {
-        let mtu = mtu.max(1280);
-        if mtu <= self.capacity {
-            return;
         }
-        let len = sealed_len(mtu, mtu) + 16;
-        self.bufs = (0..BATCH).map(|_| vec![0u8; len]).collect();
-        self.capacity = mtu;
     }
 
     fn group_of(&mut self, peer: PeerId, last: &mut usize) -> usize {
@@ -98,7 +82,7 @@ impl TxBatch {
 /// The TUN thread: runs until the device stops or the TUN goes away.
 pub(crate) fn run(shared: Arc<Shared>) {
     let mut mtu = shared.tun.mtu().map(usize::from).unwrap_or(1420);
-    let mut batch = TxBatch::new(mtu);
+    let mut batch = TxBatch::new();
     let mut workers = Workers::new();
     let mut mtu_read = Instant::now();
     loop {
@@ -136,7 +120,6 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         seal(&mut batch, &mut workers);
         send(&shared, &batch);
-        batch.fit(mtu);
     }
 }
 
@@ -156,7 +139,8 @@ fn fill(shared: &Shared, batch: &mut TxBatch) -> std::io::Result<usize> {
     batch.count = 0;
     while BATCH - batch.count >= MAX_SEGMENTS {
         let c = batch.count;
-        match shared.tun.recv_batch(&mut batch.scratch, &mut batch.bufs[c..], &mut batch.sizes[c..], OFFSET) {
+        let mut slots = batch.bufs.tail_mut(c);
+        match shared.tun.recv_batch(&mut batch.scratch, &mut slots, &mut batch.sizes[c..], OFFSET) {
             Ok(n) => batch.count += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -176,7 +160,7 @@ fn route(shared: &Shared, batch: &mut TxBatch) {
     let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
     let mut last = 0;
     for i in 0..batch.count {
-        let packet = &batch.bufs[i][OFFSET..OFFSET + batch.sizes[i]];
+        let packet = &batch.bufs.get(i)[OFFSET..OFFSET + batch.sizes[i]];
         let Some(dst) = ip::destination(packet) else { continue };
         let peer = match cached {
             Some((addr, peer)) if addr == dst => peer,
@@ -206,7 +190,7 @@ fn plan(shared: &Shared, batch: &mut TxBatch, new_mtu: Option<usize>, now: Insta
                 Ok(Some(plan)) => Some(plan),
                 Ok(None) => {
                     for &i in &g.packets {
-                        let _ = core.iface.send(g.peer, &bufs[i][OFFSET..OFFSET + sizes[i]], now, io);
+                        let _ = core.iface.send(g.peer, &bufs.get(i)[OFFSET..OFFSET + sizes[i]], now, io);
                     }
                     None
                 }
@@ -240,7 +224,7 @@ fn send(shared: &Shared, batch: &TxBatch) {
         let mut n = 0;
         for &i in &g.packets {
             if batch.sizes[i] > 0 {
-                datagrams[n] = &batch.bufs[i][..batch.sizes[i]];
+                datagrams[n] = &batch.bufs.get(i)[..batch.sizes[i]];
                 n += 1;
             }
         }

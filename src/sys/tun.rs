@@ -13,11 +13,59 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-pub use tun_rs::GROTable;
 use tun_rs::{DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-/// Bytes a packet needs in front of it for [`Tun::send_batch`] (the virtio-net header).
+/// Bytes a packet needs in front of it for [`Tun::write`] (the virtio-net header).
 pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+
+/// The virtio-net header that leads every read and write of a TUN with `IFF_VNET_HDR`
+/// (struct virtio_net_hdr in linux/virtio_net.h; native byte order, as the TUN uses it unless
+/// told otherwise): how the kernel should segment a large packet and where its checksum goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VirtioNetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    /// Length of the headers (IP + TCP/UDP) repeated in front of every segment.
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where the checksummed region starts (the TCP/UDP header) ...
+    pub csum_start: u16,
+    /// ... and where in it the checksum field is.
+    pub csum_offset: u16,
+}
+
+impl VirtioNetHdr {
+    /// The checksum is partial: the kernel completes it (CHECKSUM_PARTIAL).
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_UDP_L4: u8 = 5;
+
+    /// Writes the header into the first [`HEADROOM`] bytes of `out`.
+    pub fn write(&self, out: &mut [u8]) {
+        out[0] = self.flags;
+        out[1] = self.gso_type;
+        out[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        out[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        out[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        out[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    }
+
+    /// Reads a header from the first [`HEADROOM`] bytes of `b` (`None` if `b` is shorter).
+    pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
+        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        (b.len() >= HEADROOM).then(|| VirtioNetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
+    }
+}
 /// Largest read: a 64 KiB super-segment and its virtio-net header.
 pub const MAX_READ: usize = VIRTIO_NET_HDR_LEN + 65535;
 /// A read may split into this many packets at most (room to give [`Tun::recv_batch`]).
@@ -64,10 +112,10 @@ impl Tun {
     /// `sizes`. Returns how many packets; `WouldBlock` when nothing is waiting. `bufs` should
     /// offer [`MAX_SEGMENTS`] buffers. Errors without an OS code are a packet tun-rs could not
     /// split (dropped); errors with one are the device's.
-    pub fn recv_batch(
+    pub fn recv_batch<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         scratch: &mut [u8],
-        bufs: &mut [Vec<u8>],
+        bufs: &mut [B],
         sizes: &mut [usize],
         offset: usize,
     ) -> io::Result<usize> {
@@ -79,11 +127,11 @@ impl Tun {
         poll_in(self.dev.as_raw_fd(), timeout)
     }
 
-    /// Writes packets, each at `offset` (>= [`HEADROOM`]) in its buffer and filling the rest
-    /// of it; segments of one flow are coalesced first where the offloads allow. The buffers
-    /// may grow (coalescing appends to the first packet of each flow).
-    pub fn send_batch(&self, gro: &mut GROTable, bufs: &mut [Vec<u8>], offset: usize) -> io::Result<()> {
-        self.dev.send_multiple(gro, bufs, offset).map(|_| ())
+    /// Writes one packet, or one coalesced super-packet, that `buf` holds after its virtio-net
+    /// header (which must be there when [`Tun::offload`] is on; without offloads `buf` is the
+    /// bare packet).
+    pub fn write(&self, buf: &[u8]) -> io::Result<()> {
+        self.dev.send(buf).map(|_| ())
     }
 
     /// Writes one packet (a copy is made to put the virtio-net header in front when needed).

@@ -173,9 +173,11 @@ pub struct RecvMeta {
     pub segment: usize,
 }
 
-/// Buffers and kernel structures for `recvmmsg`, allocated once per reader thread.
+/// Buffers and kernel structures for `recvmmsg`, allocated once per reader thread. The
+/// buffers are one allocation, which the allocator maps fresh from the kernel: pages nothing
+/// was received into stay untouched and cost no memory.
 pub struct RecvBatch {
-    bufs: Vec<Box<[u8]>>,
+    arena: Vec<u8>,
     names: Vec<MaybeUninit<libc::sockaddr_storage>>,
     ctrls: Vec<[u64; 8]>,
     meta: Vec<RecvMeta>,
@@ -185,7 +187,7 @@ pub struct RecvBatch {
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF_LEN].into_boxed_slice()).collect(),
+            arena: vec![0u8; RECV_BATCH * RECV_BUF_LEN],
             names: vec![MaybeUninit::zeroed(); RECV_BATCH],
             ctrls: vec![[0u64; 8]; RECV_BATCH],
             meta: Vec::with_capacity(RECV_BATCH),
@@ -208,7 +210,7 @@ impl RecvBatch {
     /// datagrams can be decrypted in place.
     pub fn get_mut(&mut self, i: usize) -> (&mut [u8], RecvMeta) {
         let m = self.meta[i];
-        (&mut self.bufs[i][..m.len], m)
+        (&mut self.arena[i * RECV_BUF_LEN..i * RECV_BUF_LEN + m.len], m)
     }
 }
 
@@ -268,8 +270,8 @@ impl Socket {
         let mut iovs: [MaybeUninit<libc::iovec>; RECV_BATCH] = [const { MaybeUninit::uninit() }; RECV_BATCH];
         // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
         let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..RECV_BATCH {
-            let iov = iovs[i].write(libc::iovec { iov_base: batch.bufs[i].as_mut_ptr().cast(), iov_len: RECV_BUF_LEN });
+        for (i, buf) in batch.arena.chunks_exact_mut(RECV_BUF_LEN).enumerate() {
+            let iov = iovs[i].write(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: RECV_BUF_LEN });
             let h = &mut hdrs[i].msg_hdr;
             h.msg_name = batch.names[i].as_mut_ptr().cast();
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -280,8 +282,8 @@ impl Socket {
         }
         let n = loop {
             // SAFETY: every header points at live buffers owned by `batch` (names, control,
-            // iovecs on this stack frame pointing at `batch.bufs`) with the lengths given; the
-            // kernel writes at most those lengths.
+            // iovecs on this stack frame pointing into `batch.arena`) with the lengths given;
+            // the kernel writes at most those lengths.
             let n = unsafe {
                 libc::recvmmsg(
                     self.sock.as_raw_fd(),
@@ -314,7 +316,7 @@ impl Socket {
             batch.meta.push(RecvMeta { len, src, segment });
         }
         // Buffers are used in order; a skipped one (no sender) ends the batch, so meta[i]
-        // describes bufs[i].
+        // describes buffer i.
         batch.count = batch.meta.len();
         Ok(batch.count)
     }
