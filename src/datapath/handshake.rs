@@ -5,13 +5,13 @@
 //! without a valid mac2 with cookie replies (paper section 5.3; the kernel's receive.c uses the
 //! same 1/8 of 4096).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::device::{HandshakeJob, Shared};
+use crate::device::Shared;
 use crate::noise::{self, Interface, PeerId};
 
 /// Capacity of the handshake queue.
@@ -21,29 +21,62 @@ pub const UNDER_LOAD_AT: usize = QUEUE / 8;
 /// Once under load, stay so for this long.
 pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 
-/// Queues a handshake message for the handshake thread; false when the queue is full (the
-/// message is dropped: the queue is the flood limit) or the thread is gone.
-pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, message: &[u8]) -> bool {
-    // Count before sending: the handshake thread may take the message and decrement before
-    // this thread runs again, and the count must never wrap below zero (a wrapped count reads
-    // as a full queue and answers every initiation with a cookie).
-    shared.handshake_queued.fetch_add(1, Ordering::Relaxed);
-    match shared.handshake_tx.try_send((src, message.to_vec())) {
-        Ok(()) => true,
-        Err(e) => {
-            shared.handshake_queued.fetch_sub(1, Ordering::Relaxed);
-            if let TrySendError::Full(_) = e {
-                shared.drops.handshake_queue_full.fetch_add(1, Ordering::Relaxed);
+/// The bounded queue between the UDP readers and the handshake thread. It holds only what is
+/// queued (a preallocated channel of 4096 slots would keep 256 KiB resident in an idle daemon).
+#[derive(Default)]
+pub(crate) struct Queue {
+    jobs: Mutex<(VecDeque<(SocketAddr, Vec<u8>)>, bool)>,
+    ready: Condvar,
+    /// Messages queued, readable without the lock (for "under load").
+    len: AtomicUsize,
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the handshake thread for good (it leaves once the queue is closed).
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.ready.notify_all();
+    }
+
+    fn pop(&self) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if jobs.1 {
+                return None;
             }
-            false
+            if let Some(job) = jobs.0.pop_front() {
+                self.len.store(jobs.0.len(), Ordering::Relaxed);
+                return Some(job);
+            }
+            jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
 
+/// Queues a handshake message for the handshake thread; false when the queue is full (the
+/// message is dropped: the queue is the flood limit) or closed.
+pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, message: &[u8]) -> bool {
+    let q = &shared.handshakes;
+    let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    if jobs.1 || jobs.0.len() >= QUEUE {
+        drop(jobs);
+        shared.drops.handshake_queue_full.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    jobs.0.push_back((src, message.to_vec()));
+    q.len.store(jobs.0.len(), Ordering::Relaxed);
+    drop(jobs);
+    q.ready.notify_one();
+    true
+}
+
 /// The handshake thread.
-pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<HandshakeJob>) {
-    while let Ok((src, mut datagram)) = rx.recv() {
-        shared.handshake_queued.fetch_sub(1, Ordering::Relaxed);
+pub(crate) fn run(shared: Arc<Shared>) {
+    while let Some((src, mut datagram)) = shared.handshakes.pop() {
         if shared.stopping() {
             return;
         }

@@ -21,7 +21,6 @@ mod uapi_server;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -60,9 +59,6 @@ pub(crate) struct Drops {
     pub handshake_queue_full: AtomicU64,
 }
 
-/// A handshake message waiting for the handshake thread.
-pub(crate) type HandshakeJob = (SocketAddr, Vec<u8>);
-
 /// The device's shared parts.
 pub(crate) struct Shared {
     pub core: Mutex<Core>,
@@ -77,8 +73,8 @@ pub(crate) struct Shared {
     pub generation: AtomicU64,
     /// The reader threads of the current sockets (joined when the sockets are replaced).
     pub readers: Mutex<Vec<JoinHandle<()>>>,
-    pub handshake_tx: SyncSender<HandshakeJob>,
-    pub handshake_queued: AtomicUsize,
+    /// Handshake messages waiting for the handshake thread.
+    pub handshakes: datapath::handshake::Queue,
     pub under_load_until: Mutex<Option<Instant>>,
     pub stop: AtomicBool,
     exit: Mutex<Option<ExitReason>>,
@@ -150,6 +146,7 @@ impl Shared {
             *exit = Some(reason.into());
         }
         self.stop.store(true, Ordering::SeqCst);
+        self.handshakes.close();
         self.timer_cv.notify_all();
         self.exit_cv.notify_all();
     }
@@ -181,7 +178,7 @@ impl Shared {
     /// Whether handshake messages should be answered with cookies (the queue is filling).
     pub fn under_load(&self, now: Instant) -> bool {
         let mut until = self.under_load_until.lock().unwrap_or_else(|e| e.into_inner());
-        if self.handshake_queued.load(Ordering::Relaxed) >= datapath::handshake::UNDER_LOAD_AT {
+        if self.handshakes.len() >= datapath::handshake::UNDER_LOAD_AT {
             *until = Some(now + datapath::handshake::UNDER_LOAD_HOLD);
         }
         until.is_some_and(|t| now < t)
@@ -201,7 +198,6 @@ impl Device {
         let iface = Interface::new(placeholder, config, WallClock::system(), seed);
         let sessions = iface.index_reader();
         let sockets = Arc::new(Sockets::bind(0, 0)?);
-        let (handshake_tx, handshake_rx) = sync_channel(datapath::handshake::QUEUE);
         let shared = Arc::new(Shared {
             core: Mutex::new(Core { iface, has_key: false, listen_port: 0, fwmark: 0, timer_wake: None }),
             timer_cv: Condvar::new(),
@@ -211,8 +207,7 @@ impl Device {
             sockets: RwLock::new(sockets.clone()),
             generation: AtomicU64::new(0),
             readers: Mutex::new(Vec::new()),
-            handshake_tx,
-            handshake_queued: AtomicUsize::new(0),
+            handshakes: datapath::handshake::Queue::default(),
             under_load_until: Mutex::new(None),
             stop: AtomicBool::new(false),
             exit: Mutex::new(None),
@@ -223,9 +218,7 @@ impl Device {
         let s = shared.clone();
         thread::Builder::new().name("veil-tun".into()).spawn(move || datapath::tx::run(s))?;
         let s = shared.clone();
-        thread::Builder::new()
-            .name("veil-handshake".into())
-            .spawn(move || datapath::handshake::run(s, handshake_rx))?;
+        thread::Builder::new().name("veil-handshake".into()).spawn(move || datapath::handshake::run(s))?;
         let s = shared.clone();
         thread::Builder::new().name("veil-timers".into()).spawn(move || datapath::timers::run(s))?;
         *shared.readers.lock().unwrap_or_else(|e| e.into_inner()) = spawn_udp_readers(&shared, sockets, 0)?;

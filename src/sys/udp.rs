@@ -174,10 +174,11 @@ pub struct RecvMeta {
 }
 
 /// Buffers and kernel structures for `recvmmsg`, allocated once per reader thread. The
-/// buffers are one allocation, which the allocator maps fresh from the kernel: pages nothing
-/// was received into stay untouched and cost no memory.
+/// buffers are one allocation that is never cleared: only the pages the kernel receives into
+/// become resident (an idle socket's megabyte costs nothing), and only the bytes the kernel
+/// wrote are ever read.
 pub struct RecvBatch {
-    arena: Vec<u8>,
+    arena: Box<[MaybeUninit<u8>]>,
     names: Vec<MaybeUninit<libc::sockaddr_storage>>,
     ctrls: Vec<[u64; 8]>,
     meta: Vec<RecvMeta>,
@@ -187,7 +188,7 @@ pub struct RecvBatch {
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            arena: vec![0u8; RECV_BATCH * RECV_BUF_LEN],
+            arena: Box::new_uninit_slice(RECV_BATCH * RECV_BUF_LEN),
             names: vec![MaybeUninit::zeroed(); RECV_BATCH],
             ctrls: vec![[0u64; 8]; RECV_BATCH],
             meta: Vec::with_capacity(RECV_BATCH),
@@ -210,7 +211,12 @@ impl RecvBatch {
     /// datagrams can be decrypted in place.
     pub fn get_mut(&mut self, i: usize) -> (&mut [u8], RecvMeta) {
         let m = self.meta[i];
-        (&mut self.arena[i * RECV_BUF_LEN..i * RECV_BUF_LEN + m.len], m)
+        let buf = &mut self.arena[i * RECV_BUF_LEN..i * RECV_BUF_LEN + m.len];
+        // SAFETY: `recv_batch` recorded `m.len` as the length recvmmsg reported for buffer i,
+        // so the kernel wrote (initialised) exactly these bytes, and `MaybeUninit<u8>` has the
+        // layout of `u8`.
+        let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        (buf, m)
     }
 }
 
@@ -271,7 +277,7 @@ impl Socket {
         // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
         let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
         for (i, buf) in batch.arena.chunks_exact_mut(RECV_BUF_LEN).enumerate() {
-            let iov = iovs[i].write(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: RECV_BUF_LEN });
+            let iov = iovs[i].write(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() });
             let h = &mut hdrs[i].msg_hdr;
             h.msg_name = batch.names[i].as_mut_ptr().cast();
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
