@@ -21,11 +21,15 @@ pub const UNDER_LOAD_AT: usize = QUEUE / 8;
 /// Once under load, stay so for this long.
 pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 
+/// A handshake message and its sender.
+type Job = (SocketAddr, Vec<u8>);
+
 /// The bounded queue between the UDP readers and the handshake thread. It holds only what is
 /// queued (a preallocated channel of 4096 slots would keep 256 KiB resident in an idle daemon).
 #[derive(Default)]
 pub(crate) struct Queue {
-    jobs: Mutex<(VecDeque<(SocketAddr, Vec<u8>)>, bool)>,
+    /// The messages with their senders, and whether the queue was closed.
+    jobs: Mutex<(VecDeque<Job>, bool)>,
     ready: Condvar,
     /// Messages queued, readable without the lock (for "under load").
     len: AtomicUsize,
@@ -42,7 +46,7 @@ impl Queue {
         self.ready.notify_all();
     }
 
-    fn pop(&self) -> Option<(SocketAddr, Vec<u8>)> {
+    fn pop(&self) -> Option<Job> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if jobs.1 {
