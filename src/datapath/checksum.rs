@@ -7,23 +7,32 @@
 
 /// Adds `bytes` to the unfolded sum `acc`. An odd trailing byte counts as the high half of a
 /// word, as RFC 1071 says.
-pub fn add(mut acc: u64, bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let v = u64::from_be_bytes(w.try_into().expect("eight bytes"));
-        // Split into two 32-bit halves so the 64-bit accumulator cannot overflow for any
-        // input shorter than 2^32 words.
-        acc += (v >> 32) + (v & 0xffff_ffff);
+///
+/// The words are summed in the machine's (little-endian) order, four independent 64-bit
+/// accumulators of 32-bit halves at a time, and the folded result is byte-swapped at the end:
+/// RFC 1071 section 2 (B), the sum is independent of byte order up to that swap. That leaves
+/// no byte swap per word and lets the loop run at several words per cycle.
+pub fn add(acc: u64, bytes: &[u8]) -> u64 {
+    let mut lanes = [0u64; 4];
+    let mut blocks = bytes.chunks_exact(32);
+    for b in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+            let v = u64::from_le_bytes(w.try_into().expect("eight bytes"));
+            // Two 32-bit halves: no carry is lost for inputs below 2^32 blocks.
+            *lane += (v & 0xffff_ffff) + (v >> 32);
+        }
     }
-    let rest = words.remainder();
+    let mut sum = lanes.iter().sum::<u64>();
+    let rest = blocks.remainder();
     let mut pairs = rest.chunks_exact(2);
     for p in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+        sum += u64::from(u16::from_le_bytes([p[0], p[1]]));
     }
     if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
+        // The high half of a big-endian word is the low half of a little-endian one.
+        sum += u64::from(*last);
     }
-    acc
+    acc + u64::from(fold(sum).swap_bytes())
 }
 
 /// Folds an unfolded sum into 16 bits (not complemented).
