@@ -39,6 +39,7 @@
 # Usage: sudo scripts/bench.sh [--quick] [--only veil,wireguard-go,boringtun,gotatun]
 #                              [--tests tcp,reverse,udp,ping,startup] [--rounds N]
 #                              [--time SECONDS] [--peers N] [--udp-rate RATE] [--chart FILE.svg]
+#                              [--variant LABEL=VAR=VALUE[,VAR=VALUE...]]...
 #   --quick         iperf3 -t 2 and 10 pings (unless --time is given)
 #   --only LIST     implementations to run (default all four), beside the bare veth row (which
 #                   runs unless startup is the only test)
@@ -49,6 +50,8 @@
 #   --rounds N      interleaved rounds (default 3)
 #   --time SECONDS  iperf3 -t of each run (default 5)
 #   --peers N       also run every implementation with N extra idle peers (0-65536)
+#   --variant L=ENV also run veil with environment ENV (comma-separated VAR=VALUE) as the
+#                   row "veil[L]", right after veil, to compare settings in one run; repeatable
 #   --udp-rate RATE iperf3 -b for the udp test (default 3G)
 #   --chart FILE    also write an SVG bar chart: TCP 1 stream, 4 streams, reverse, CPU s per GiB
 # Each tunnel row costs about 4 x --time + 5 s per round here (24 s by default, 12 s with
@@ -72,6 +75,8 @@ PINGS=20
 QUICK=0
 PEERS=0
 PEERS_TIMEOUT=60
+VARIANTS=()
+declare -A VARIANT_ENV=()
 UDP_RATE=3G
 UDP_LEN=1380
 CHART=""
@@ -92,6 +97,8 @@ while [ $# -gt 0 ]; do
         --time) DURATION="${2:?--time needs seconds}"; DURATION_SET=1; shift ;;
         --time=*) DURATION="${1#--time=}"; DURATION_SET=1 ;;
         --peers) PEERS="${2:?--peers needs a number}"; shift ;;
+        --variant) VARIANTS+=("${2:?--variant needs LABEL=VAR=VALUE}"); shift ;;
+        --variant=*) VARIANTS+=("${1#--variant=}") ;;
         --peers=*) PEERS="${1#--peers=}" ;;
         --udp-rate) UDP_RATE="${2:?--udp-rate needs a rate}"; shift ;;
         --udp-rate=*) UDP_RATE="${1#--udp-rate=}" ;;
@@ -155,6 +162,14 @@ for name in veil wireguard-go boringtun gotatun; do
             IMPLS+=("$name")
         fi
     done
+    if [ "$name" = veil ]; then
+        for v in "${VARIANTS[@]+"${VARIANTS[@]}"}"; do
+            label="${v%%=*}"
+            case "$label" in ''|*[!A-Za-z0-9_-]*) echo "--variant wants LABEL=VAR=VALUE, LABEL of letters, digits, - or _" >&2; exit 2 ;; esac
+            VARIANT_ENV["veil[$label]"]="${v#*=}"
+            IMPLS+=("veil[$label]")
+        done
+    fi
 done
 for w in "${wanted[@]}"; do
     case ",$ALL_IMPLS," in
@@ -168,7 +183,7 @@ GOTATUN="$(command -v gotatun || echo "$HOME/.cargo/bin/gotatun")"
 WGGO="$(command -v wireguard-go || echo /usr/bin/wireguard-go)"
 
 for i in "${IMPLS[@]}"; do
-    if [ "$i" = veil ] && [ ! -x "$VEIL" ]; then
+    if [ "${i%%\[*}" = veil ] && [ ! -x "$VEIL" ]; then
         echo "building target/release/veil ..." >&2
         (cd "$ROOT" && cargo build --release) >&2 || { echo "cargo build --release failed" >&2; exit 1; }
     fi
@@ -251,6 +266,11 @@ start_daemon() {
         veil)
             ip netns exec "$ns" "$VEIL" -f "$ifname" >"$log" 2>&1 &
             ;;
+        veil\[*)
+            local vars=()
+            IFS=',' read -r -a vars <<<"${VARIANT_ENV[$impl]}"
+            ip netns exec "$ns" env "${vars[@]}" "$VEIL" -f "$ifname" >"$log" 2>&1 &
+            ;;
         wireguard-go)
             ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
                 "$WGGO" -f "$ifname" >"$log" 2>&1 &
@@ -270,7 +290,7 @@ start_daemon() {
 
 impl_bin() {
     case "$1" in
-        veil) echo "$VEIL" ;;
+        veil|veil\[*) echo "$VEIL" ;;
         wireguard-go) echo "$WGGO" ;;
         boringtun) echo "$BORINGTUN" ;;
         gotatun) echo "$GOTATUN" ;;

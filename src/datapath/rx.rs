@@ -21,23 +21,12 @@ use crate::sys::udp::{self, RecvBatch, Sockets};
 
 use super::gro::Coalescer;
 use super::handshake;
-
-/// A data message of the batch: where it lies, and its session (an entry of `sessions`).
-struct Item {
-    buf: usize,
-    off: usize,
-    len: usize,
-    counter: u64,
-    session: usize,
-    /// After opening: the IP packet's length (0: keepalive, refused or not an IP packet).
-    packet: usize,
-}
+use super::workers::{OpenItem, Opener};
 
 /// A session met in this batch, and what arrived under it.
 struct Met {
     index: u32,
     peer: PeerId,
-    session: Arc<Session>,
     received: ReceivedData,
     authenticated: bool,
 }
@@ -45,8 +34,11 @@ struct Met {
 /// One reader thread's buffers, allocated once.
 struct RxBatch {
     recv: RecvBatch,
-    items: Vec<Item>,
-    sessions: Vec<Met>,
+    items: Vec<OpenItem>,
+    met: Vec<Met>,
+    sessions: Vec<Arc<Session>>,
+    expired: Vec<bool>,
+    opener: Opener,
     gro: Coalescer,
 }
 
@@ -55,7 +47,10 @@ impl RxBatch {
         RxBatch {
             recv: RecvBatch::default(),
             items: Vec::with_capacity(udp::RECV_BATCH * 64),
+            met: Vec::new(),
             sessions: Vec::new(),
+            expired: Vec::new(),
+            opener: Opener::new(shared.crypto.clone()),
             gro: Coalescer::new(shared.tun.offload(), shared.tun.offload() && shared.tun.udp_offload()),
         }
     }
@@ -93,6 +88,7 @@ pub(crate) fn run(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generati
 /// sessions, looked up under one read lock) to `items`; the rest is dropped.
 fn classify(shared: &Shared, rx: &mut RxBatch) {
     rx.items.clear();
+    rx.met.clear();
     rx.sessions.clear();
     let table = shared.sessions.lock();
     for b in 0..rx.recv.len() {
@@ -107,47 +103,43 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
                 }
                 Err(_) => continue,
             };
-            let session = match rx.sessions.iter().position(|m| m.index == index) {
+            let session = match rx.met.iter().position(|m| m.index == index) {
                 Some(s) => s,
                 None => {
                     let Some((peer, session)) = table.get(index) else {
                         shared.drops.refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    rx.sessions.push(Met {
+                    rx.met.push(Met {
                         index,
                         peer,
-                        session: session.clone(),
                         received: ReceivedData { index, src: meta.src, bytes: 0, packets: 0 },
                         authenticated: false,
                     });
-                    rx.sessions.len() - 1
+                    rx.sessions.push(session.clone());
+                    rx.met.len() - 1
                 }
             };
-            rx.items.push(Item { buf: b, off, len, counter, session, packet: 0 });
+            rx.items.push(OpenItem { buf: b, off, len, counter, session, plain: None, packet: 0 });
         }
     }
 }
 
-/// Opens every data message in place (AEAD and replay window, outside any lock of the core's).
+/// Opens every data message in place (AEAD and replay window, outside any lock of the core's,
+/// on several cores when the batch is large), then tallies what authenticated per session.
 fn open(rx: &mut RxBatch, now: Instant) {
-    for item in &mut rx.items {
-        let met = &mut rx.sessions[item.session];
-        if met.session.expired(now) {
-            continue;
-        }
-        let (buf, meta) = rx.recv.get_mut(item.buf);
-        let body = &mut buf[item.off + DATA_HEADER_LEN..item.off + item.len];
-        let Ok(plain) = met.session.open(item.counter, body) else { continue };
-        // Authenticated from here on.
-        let r = &mut met.received;
+    rx.expired.clear();
+    rx.expired.extend(rx.sessions.iter().map(|s| s.expired(now)));
+    rx.opener.open(&mut rx.recv, &mut rx.items, &rx.sessions, &rx.expired);
+    for item in &rx.items {
+        let Some(plain) = item.plain else { continue };
+        // Authenticated.
+        let met = &mut rx.met[item.session];
         met.authenticated = true;
-        r.src = meta.src;
+        let r = &mut met.received;
+        r.src = rx.recv.get_mut(item.buf).1.src;
         r.bytes += item.len as u64;
-        if !plain.is_empty() {
-            r.packets += 1;
-            item.packet = ip::packet_len(plain).unwrap_or(0);
-        }
+        r.packets += u64::from(plain > 0);
     }
 }
 
@@ -159,8 +151,8 @@ fn deliver(shared: &Shared, rx: &mut RxBatch) {
     let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
     rx.gro.clear();
     for item in &rx.items {
-        let met = &rx.sessions[item.session];
-        if !met.authenticated {
+        let met = &rx.met[item.session];
+        if item.plain.is_none() {
             shared.drops.refused.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -202,11 +194,11 @@ fn deliver(shared: &Shared, rx: &mut RxBatch) {
 
 /// The core's bookkeeping for everything that authenticated, under one lock for the batch.
 fn account(shared: &Shared, rx: &mut RxBatch, now: Instant) {
-    if !rx.sessions.iter().any(|m| m.authenticated) {
+    if !rx.met.iter().any(|m| m.authenticated) {
         return;
     }
     shared.with_core(|core, io| {
-        for met in rx.sessions.iter().filter(|m| m.authenticated) {
+        for met in rx.met.iter().filter(|m| m.authenticated) {
             core.iface.received(met.peer, &met.received, now, io);
         }
     });

@@ -18,7 +18,7 @@ use crate::noise::{PeerId, SealPlan, ip};
 use crate::sys::tun::{MAX_READ, MAX_SEGMENTS};
 
 use super::batch::Slots;
-use super::workers::Workers;
+use super::workers::Sealer;
 
 /// Where a packet starts in its buffer: room for the data message header.
 pub const OFFSET: usize = DATA_HEADER_LEN;
@@ -83,7 +83,7 @@ impl TxBatch {
 pub(crate) fn run(shared: Arc<Shared>) {
     let mut mtu = shared.tun.mtu().map(usize::from).unwrap_or(1420);
     let mut batch = TxBatch::new();
-    let mut workers = Workers::new();
+    let mut sealer = Sealer::new(shared.crypto.clone());
     let mut mtu_read = Instant::now();
     loop {
         if shared.stopping() {
@@ -118,7 +118,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         if let Some(m) = new_mtu {
             mtu = m;
         }
-        seal(&mut batch, &mut workers);
+        seal(&mut batch, &mut sealer);
         send(&shared, &batch);
     }
 }
@@ -206,13 +206,16 @@ fn plan(shared: &Shared, batch: &mut TxBatch, new_mtu: Option<usize>, now: Insta
     }
 }
 
-/// Seals every planned packet in place; its size becomes the datagram's (0: not sent).
-fn seal(batch: &mut TxBatch, workers: &mut Workers) {
+/// Seals every planned packet in place (on several cores when the batch is large); its size
+/// becomes the datagram's (0: not sent).
+fn seal(batch: &mut TxBatch, sealer: &mut Sealer) {
     let TxBatch { groups, active, bufs, sizes, .. } = batch;
     for g in &groups[..*active] {
-        let Some(plan) = &g.plan else { continue };
-        workers.seal(plan, &g.packets, bufs, sizes);
+        if let Some(plan) = &g.plan {
+            sealer.add(plan, &g.packets, sizes);
+        }
     }
+    sealer.seal(bufs, sizes);
 }
 
 /// Sends each planned group's datagrams to its peer's endpoint.

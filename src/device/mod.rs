@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     /// Signalled (with `exit`) when something asks the device to stop.
     exit_cv: Condvar,
     pub drops: Drops,
+    /// Helper threads for cryptography (`None` on one core).
+    pub crypto: Option<Arc<datapath::workers::Pool>>,
     /// UAPI connections being served.
     pub uapi_connections: AtomicUsize,
 }
@@ -213,6 +215,7 @@ impl Device {
             exit: Mutex::new(None),
             exit_cv: Condvar::new(),
             drops: Drops::default(),
+            crypto: datapath::workers::Pool::start(datapath::workers::Pool::default_helpers())?,
             uapi_connections: AtomicUsize::new(0),
         });
         let s = shared.clone();

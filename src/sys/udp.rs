@@ -178,7 +178,8 @@ pub struct RecvMeta {
 /// become resident (an idle socket's megabyte costs nothing), and only the bytes the kernel
 /// wrote are ever read.
 pub struct RecvBatch {
-    arena: Box<[MaybeUninit<u8>]>,
+    /// `None` while a buffer is lent out (see [`RecvBatch::lend`]).
+    bufs: Vec<Option<RecvBuf>>,
     names: Vec<MaybeUninit<libc::sockaddr_storage>>,
     ctrls: Vec<[u64; 8]>,
     meta: Vec<RecvMeta>,
@@ -188,7 +189,9 @@ pub struct RecvBatch {
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            arena: Box::new_uninit_slice(RECV_BATCH * RECV_BUF_LEN),
+            bufs: (0..RECV_BATCH)
+                .map(|_| Some(RecvBuf { data: Box::new_uninit_slice(RECV_BUF_LEN), len: 0 }))
+                .collect(),
             names: vec![MaybeUninit::zeroed(); RECV_BATCH],
             ctrls: vec![[0u64; 8]; RECV_BATCH],
             meta: Vec::with_capacity(RECV_BATCH),
@@ -211,12 +214,35 @@ impl RecvBatch {
     /// datagrams can be decrypted in place.
     pub fn get_mut(&mut self, i: usize) -> (&mut [u8], RecvMeta) {
         let m = self.meta[i];
-        let buf = &mut self.arena[i * RECV_BUF_LEN..i * RECV_BUF_LEN + m.len];
-        // SAFETY: `recv_batch` recorded `m.len` as the length recvmmsg reported for buffer i,
-        // so the kernel wrote (initialised) exactly these bytes, and `MaybeUninit<u8>` has the
+        (self.bufs[i].as_mut().expect("buffer lent out and not given back").bytes_mut(), m)
+    }
+
+    /// Takes buffer `i` of the last receive out, with what it holds, to lend it to another
+    /// thread; [`RecvBatch::give_back`] before the next receive.
+    pub fn lend(&mut self, i: usize) -> RecvBuf {
+        self.bufs[i].take().expect("buffer lent twice")
+    }
+
+    pub fn give_back(&mut self, i: usize, buf: RecvBuf) {
+        debug_assert!(self.bufs[i].is_none());
+        self.bufs[i] = Some(buf);
+    }
+}
+
+/// One receive buffer and how many bytes the kernel put in it.
+pub struct RecvBuf {
+    data: Box<[MaybeUninit<u8>]>,
+    len: usize,
+}
+
+impl RecvBuf {
+    /// The received bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let buf = &mut self.data[..self.len];
+        // SAFETY: `len` is what recvmmsg reported for this buffer (set in `recv_batch`), so the
+        // kernel wrote, i.e. initialised, exactly these bytes; `MaybeUninit<u8>` has the
         // layout of `u8`.
-        let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
-        (buf, m)
+        unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) }
     }
 }
 
@@ -276,8 +302,10 @@ impl Socket {
         let mut iovs: [MaybeUninit<libc::iovec>; RECV_BATCH] = [const { MaybeUninit::uninit() }; RECV_BATCH];
         // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
         let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
-        for (i, buf) in batch.arena.chunks_exact_mut(RECV_BUF_LEN).enumerate() {
-            let iov = iovs[i].write(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() });
+        for (i, buf) in batch.bufs.iter_mut().enumerate() {
+            let buf = buf.as_mut().expect("every buffer given back before the next receive");
+            buf.len = 0;
+            let iov = iovs[i].write(libc::iovec { iov_base: buf.data.as_mut_ptr().cast(), iov_len: buf.data.len() });
             let h = &mut hdrs[i].msg_hdr;
             h.msg_name = batch.names[i].as_mut_ptr().cast();
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -288,7 +316,7 @@ impl Socket {
         }
         let n = loop {
             // SAFETY: every header points at live buffers owned by `batch` (names, control,
-            // iovecs on this stack frame pointing into `batch.arena`) with the lengths given;
+            // iovecs on this stack frame pointing into `batch.bufs`) with the lengths given;
             // the kernel writes at most those lengths.
             let n = unsafe {
                 libc::recvmmsg(
@@ -320,6 +348,9 @@ impl Socket {
             let len = h.msg_len as usize;
             let segment = gro_segment(&h.msg_hdr).unwrap_or(len);
             batch.meta.push(RecvMeta { len, src, segment });
+            if let Some(buf) = batch.bufs[i].as_mut() {
+                buf.len = len.min(buf.data.len());
+            }
         }
         // Buffers are used in order; a skipped one (no sender) ends the batch, so meta[i]
         // describes buffer i.
