@@ -19,16 +19,24 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::config::Config;
 use super::cookie::{CookieChecker, MacCheck};
-use super::handshake;
+use super::handshake::HandshakeError;
+use super::handshake_work::{HandshakeWork, Work};
 use super::index::{IndexKind, IndexReader, IndexTable};
 use super::ip;
 use super::keys::{PresharedKey, PublicKey, StaticSecret};
-use super::messages::{self, Message};
+use super::messages::{self, INITIATION_LEN, Message, RESPONSE_LEN};
 use super::peer::{Context, Peer, PeerId, PeerStats, ReceivedData, SealPlan, SendOutcome};
 use super::resolver::StaticStaticTable;
 use super::schedule::Schedule;
 use super::tai64n::WallClock;
 use super::{Output, ReceiveError, Received};
+
+/// What became of a handshake message so far: finished, or work to do before
+/// [`Interface::resume`] can go on.
+pub enum Step {
+    Done(Result<Received, ReceiveError>),
+    Work(HandshakeWork),
+}
 
 /// Why a peer could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,12 +327,18 @@ impl Interface {
     ) -> Result<Received, ReceiveError> {
         let (index, counter) = match messages::parse(datagram).map_err(ReceiveError::Parse)? {
             Message::Data(d) => (d.receiver(), d.counter()),
-            Message::Initiation(init) => return self.receive_initiation(src, &init, now, under_load, out),
-            Message::Response(resp) => return self.receive_response(src, &resp, now, under_load, out),
-            Message::CookieReply(reply) => {
-                let id = self.indices.peer(reply.receiver()).ok_or(ReceiveError::UnknownIndex(reply.receiver()))?;
-                let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownIndex(reply.receiver()))?;
-                return peer.accept_cookie(&reply, now);
+            _ => {
+                // A handshake message: its steps one after the other, on this thread.
+                let mut step = self.receive_handshake(src, datagram, now, under_load, out);
+                loop {
+                    match step {
+                        Step::Done(result) => return result,
+                        Step::Work(mut work) => {
+                            work.run();
+                            step = self.resume(work, now, out);
+                        }
+                    }
+                }
             }
         };
         let (id, session) = {
@@ -372,45 +386,148 @@ impl Interface {
         }
     }
 
-    fn receive_initiation(
+    /// First step of handling a handshake message (types 1-3) from `src`: parses it, checks
+    /// mac1 (and, `under_load`, mac2: without a valid one a cookie reply goes to `out`), and
+    /// takes a cookie reply in. What needs public-key operations comes back as
+    /// [`Step::Work`]: [run](HandshakeWork::run) it, without this interface's lock if there is
+    /// one, and give it back to [`Interface::resume`]. [`Interface::receive`] does all of this
+    /// in one call.
+    pub fn receive_handshake(
         &mut self,
         src: SocketAddr,
-        init: &messages::Initiation<'_>,
+        datagram: &[u8],
         now: Instant,
         under_load: bool,
         out: &mut dyn Output,
-    ) -> Result<Received, ReceiveError> {
-        self.check_macs(init.bytes(), init.sender(), src, now, under_load, out)?;
-        let mut seed = [0u8; 32];
-        self.rng.fill_bytes(&mut seed);
-        let received = handshake::read_initiation(&self.secret, init, seed, self.table.clone())
-            .map_err(ReceiveError::Handshake)?;
-        let id = self.by_key.get(&received.peer).copied().ok_or(ReceiveError::UnknownPeer)?;
-        let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownPeer)?;
-        let mut ctx = context!(self);
-        let result = peer.accept_initiation(received, src, &mut ctx, now, out);
-        self.arm(id);
-        result
+    ) -> Step {
+        let done = |r| Step::Done(Err(r));
+        match messages::parse(datagram) {
+            Err(e) => done(ReceiveError::Parse(e)),
+            Ok(Message::Data(d)) => done(ReceiveError::UnknownIndex(d.receiver())),
+            Ok(Message::CookieReply(reply)) => {
+                let Some(id) = self.indices.peer(reply.receiver()) else {
+                    return done(ReceiveError::UnknownIndex(reply.receiver()));
+                };
+                match self.peers.get_mut(&id) {
+                    Some(peer) => Step::Done(peer.accept_cookie(&reply, now)),
+                    None => done(ReceiveError::UnknownIndex(reply.receiver())),
+                }
+            }
+            Ok(Message::Initiation(init)) => {
+                if let Err(e) = self.check_macs(init.bytes(), init.sender(), src, now, under_load, out) {
+                    return done(e);
+                }
+                let mut seed = [0u8; 32];
+                self.rng.fill_bytes(&mut seed);
+                let mut msg = [0u8; INITIATION_LEN];
+                msg.copy_from_slice(init.bytes());
+                Step::Work(HandshakeWork {
+                    src,
+                    state: Work::ReadInitiation {
+                        msg,
+                        secret: self.secret.clone(),
+                        table: self.table.clone(),
+                        seed,
+                        result: None,
+                    },
+                })
+            }
+            Ok(Message::Response(resp)) => {
+                let receiver = resp.receiver();
+                let Some((id, IndexKind::Handshake)) = self.indices.get(receiver) else {
+                    return done(ReceiveError::UnknownIndex(receiver));
+                };
+                if let Err(e) = self.check_macs(resp.bytes(), resp.sender(), src, now, under_load, out) {
+                    return done(e);
+                }
+                let Some(pending) = self.peers.get_mut(&id).and_then(|p| p.take_pending(receiver)) else {
+                    return done(ReceiveError::UnknownIndex(receiver));
+                };
+                let mut msg = [0u8; RESPONSE_LEN];
+                msg.copy_from_slice(resp.bytes());
+                Step::Work(HandshakeWork { src, state: Work::ReadResponse { peer: id, msg, pending, result: None } })
+            }
+        }
     }
 
-    fn receive_response(
-        &mut self,
-        src: SocketAddr,
-        resp: &messages::Response<'_>,
-        now: Instant,
-        under_load: bool,
-        out: &mut dyn Output,
-    ) -> Result<Received, ReceiveError> {
-        let (id, kind) = self.indices.get(resp.receiver()).ok_or(ReceiveError::UnknownIndex(resp.receiver()))?;
-        if kind != IndexKind::Handshake {
-            return Err(ReceiveError::UnknownIndex(resp.receiver()));
+    /// Takes back [`HandshakeWork`] that was [run](HandshakeWork::run): checks its result
+    /// against the interface as it is now and finishes the message (the response sent, the
+    /// session installed) or hands out the next piece of work.
+    pub fn resume(&mut self, work: HandshakeWork, now: Instant, out: &mut dyn Output) -> Step {
+        let src = work.src;
+        match work.state {
+            Work::ReadInitiation { result, .. } => {
+                let received = match result {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => return Step::Done(Err(ReceiveError::Handshake(e))),
+                    None => return Step::Done(Err(ReceiveError::Handshake(HandshakeError::Internal))),
+                };
+                let Some(id) = self.by_key.get(&received.peer).copied() else {
+                    return Step::Done(Err(ReceiveError::UnknownPeer));
+                };
+                let Some(peer) = self.peers.get_mut(&id) else { return Step::Done(Err(ReceiveError::UnknownPeer)) };
+                if let Err(e) = peer.check_initiation(received.timestamp, now) {
+                    return Step::Done(Err(e));
+                }
+                let psk = peer.psk().clone();
+                let remote_index = received.sender_index;
+                let index = self.indices.allocate(id, &mut self.rng);
+                Step::Work(HandshakeWork {
+                    src,
+                    state: Work::WriteResponse {
+                        peer: id,
+                        received: Some(received),
+                        remote_index,
+                        psk,
+                        index,
+                        result: None,
+                    },
+                })
+            }
+            Work::WriteResponse { peer: id, remote_index, index, result, .. } => {
+                let Some(Ok((msg, keys))) = result else {
+                    self.indices.remove(index);
+                    let e = match result {
+                        Some(Err(e)) => e,
+                        _ => HandshakeError::Internal,
+                    };
+                    return Step::Done(Err(ReceiveError::Handshake(e)));
+                };
+                // The peer may have gone meanwhile, taking its indices but not this one.
+                if self.indices.peer(index) != Some(id) || !self.peers.contains_key(&id) {
+                    self.indices.remove(index);
+                    return Step::Done(Err(ReceiveError::UnknownPeer));
+                }
+                let peer = self.peers.get_mut(&id).expect("checked above");
+                let mut ctx = context!(self);
+                let r = peer.answer_initiation(index, remote_index, &keys, msg, src, &mut ctx, now, out);
+                self.arm(id);
+                Step::Done(r)
+            }
+            Work::ReadResponse { peer: id, msg, pending, result } => {
+                let Ok(Message::Response(resp)) = messages::parse(&msg[..]) else {
+                    return Step::Done(Err(ReceiveError::Handshake(HandshakeError::Internal)));
+                };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    // Removed meanwhile (with its indices, but not this one, which was out).
+                    self.indices.remove(pending.sender_index);
+                    return Step::Done(Err(ReceiveError::UnknownIndex(resp.receiver())));
+                };
+                let mut ctx = context!(self);
+                let r = match result {
+                    Some(Ok(keys)) => peer.complete(pending, &keys, &resp, src, &mut ctx, now, out),
+                    other => {
+                        peer.restore_pending(pending, &mut ctx);
+                        Err(ReceiveError::Handshake(match other {
+                            Some(Err(e)) => e,
+                            _ => HandshakeError::Internal,
+                        }))
+                    }
+                };
+                self.arm(id);
+                Step::Done(r)
+            }
         }
-        self.check_macs(resp.bytes(), resp.sender(), src, now, under_load, out)?;
-        let peer = self.peers.get_mut(&id).ok_or(ReceiveError::UnknownIndex(resp.receiver()))?;
-        let mut ctx = context!(self);
-        let result = peer.accept_response(resp, src, &mut ctx, now, out);
-        self.arm(id);
-        result
     }
 
     /// Acts on every timer that is due at `now`. Costs O(log n) per peer that is due (or whose

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cookie;
 pub mod crypto;
 pub mod handshake;
+pub mod handshake_work;
 pub mod index;
 pub mod interface;
 pub mod ip;
@@ -24,8 +25,9 @@ pub mod timers;
 use std::net::SocketAddr;
 
 pub use config::Config;
+pub use handshake_work::HandshakeWork;
 pub use index::{IndexReader, Sessions};
-pub use interface::{Interface, PeerError};
+pub use interface::{Interface, PeerError, Step};
 pub use keys::{KeyError, PresharedKey, PublicKey, StaticSecret};
 pub use peer::{PeerId, PeerStats, ReceivedData, SealPlan, SendOutcome};
 pub use tai64n::WallClock;

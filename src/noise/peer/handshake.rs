@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::super::handshake::{self, ReceivedInitiation, TransportKeys};
+use super::super::handshake::{self, PendingInitiation, TransportKeys};
 use super::super::messages::{CookieReply, INITIATION_LEN, RESPONSE_LEN, Response};
 use super::super::session::Session;
+use super::super::tai64n::Timestamp;
 use super::super::{Output, ReceiveError, Received, config::INITIATIONS_MIN_INTERVAL};
 use super::{Context, Peer};
 
@@ -96,17 +97,13 @@ impl Peer {
         self.stats.handshakes_completed += 1;
     }
 
-    /// Answers a decrypted initiation from this peer, after the replay and flood checks.
-    pub(crate) fn accept_initiation(
-        &mut self,
-        received: ReceivedInitiation,
-        src: SocketAddr,
-        ctx: &mut Context<'_>,
-        now: Instant,
-        out: &mut dyn Output,
-    ) -> Result<Received, ReceiveError> {
+    /// The replay and flood checks for a decrypted initiation from this peer (paper section
+    /// 5.1: the TAI64N timestamp must be newer than the last accepted one, and at most one
+    /// initiation per 1/50 s). When it passes, its timestamp becomes the one to beat, so a
+    /// copy of it is refused from now on, even while its response is still being computed.
+    pub(crate) fn check_initiation(&mut self, timestamp: Timestamp, now: Instant) -> Result<(), ReceiveError> {
         if let Some(last) = self.last_received_timestamp
-            && received.timestamp <= last
+            && timestamp <= last
         {
             return Err(ReceiveError::StaleTimestamp);
         }
@@ -115,23 +112,30 @@ impl Peer {
         {
             return Err(ReceiveError::InitiationFlood);
         }
-        let timestamp = received.timestamp;
-        let remote_index = received.sender_index;
-        let index = ctx.indices.allocate(self.id, ctx.rng);
-        let mut msg = [0u8; RESPONSE_LEN];
-        let keys = match handshake::write_response(received, &self.psk, index, &mut msg) {
-            Ok(k) => k,
-            Err(e) => {
-                ctx.indices.remove(index);
-                return Err(ReceiveError::Handshake(e));
-            }
-        };
         self.last_received_timestamp = Some(timestamp);
         self.last_initiation_received = Some(now);
+        Ok(())
+    }
+
+    /// Sends the response `msg` (written for this peer's initiation from `src`, with our index
+    /// `index` and the initiator's `remote_index`) and installs the session it made, which waits
+    /// for key confirmation.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn answer_initiation(
+        &mut self,
+        index: u32,
+        remote_index: u32,
+        keys: &TransportKeys,
+        mut msg: [u8; RESPONSE_LEN],
+        src: SocketAddr,
+        ctx: &mut Context<'_>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<Received, ReceiveError> {
         self.endpoint = Some(src);
         self.timers.any_authenticated_packet_traversal(now);
         self.timers.any_authenticated_packet_received();
-        let session = self.new_session(index, remote_index, &keys, now, false, ctx);
+        let session = self.new_session(index, remote_index, keys, now, false, ctx);
         self.install_session(session, ctx, now);
         self.cookie.stamp(&mut msg, now);
         self.send_datagram(src, &msg, out);
@@ -140,22 +144,41 @@ impl Peer {
         Ok(Received::Initiation(self.id))
     }
 
-    /// Completes our handshake with the peer's response.
-    pub(crate) fn accept_response(
+    /// Takes our pending initiation out if `receiver` names it, to read its response without
+    /// the interface's lock; give it back with [`Peer::restore_pending`] if that fails.
+    pub(crate) fn take_pending(&mut self, receiver: u32) -> Option<PendingInitiation> {
+        self.pending.take_if(|p| p.sender_index == receiver)
+    }
+
+    /// Puts back a pending initiation whose response did not decrypt (a forged response must
+    /// not spoil the real one), unless a newer initiation replaced it meanwhile: then its index
+    /// is released.
+    pub(crate) fn restore_pending(&mut self, pending: PendingInitiation, ctx: &mut Context<'_>) {
+        if self.pending.is_none() {
+            self.pending = Some(pending);
+        } else {
+            ctx.indices.remove(pending.sender_index);
+        }
+    }
+
+    /// Completes our handshake with the keys read from the peer's response to `pending`.
+    pub(crate) fn complete(
         &mut self,
+        pending: PendingInitiation,
+        keys: &TransportKeys,
         msg: &Response<'_>,
         src: SocketAddr,
         ctx: &mut Context<'_>,
         now: Instant,
         out: &mut dyn Output,
     ) -> Result<Received, ReceiveError> {
-        let pending = match self.pending.as_mut() {
-            Some(p) if p.sender_index == msg.receiver() => p,
-            _ => return Err(ReceiveError::UnknownIndex(msg.receiver())),
-        };
-        let keys = handshake::read_response(pending, msg).map_err(ReceiveError::Handshake)?;
-        let pending = self.pending.take().expect("pending handshake checked above");
-        let session = self.new_session(pending.sender_index, msg.sender(), &keys, now, true, ctx);
+        if self.pending.is_some() {
+            // A newer initiation went out while this response was being read: it supersedes
+            // this one, whose index goes.
+            ctx.indices.remove(pending.sender_index);
+            return Err(ReceiveError::UnknownIndex(msg.receiver()));
+        }
+        let session = self.new_session(pending.sender_index, msg.sender(), keys, now, true, ctx);
         self.install_session(session, ctx, now);
         self.endpoint = Some(src);
         self.stats.rx_bytes += msg.bytes().len() as u64;
