@@ -11,14 +11,14 @@ use common::{Pair, packet, seq_of};
 use veil::noise::{HandshakeWork, ReceiveError, Received, SendOutcome, Step};
 
 /// The first step for a datagram B receives from A; panics unless it is work.
-fn b_starts(p: &mut Pair, datagram: &[u8]) -> HandshakeWork {
+fn b_starts(p: &mut Pair, datagram: &[u8]) -> Box<HandshakeWork> {
     match p.b.iface.receive_handshake(p.a.addr, datagram, p.now, false, &mut p.b.out) {
         Step::Work(w) => w,
         Step::Done(r) => panic!("no work: {r:?}"),
     }
 }
 
-fn b_resumes(p: &mut Pair, mut work: HandshakeWork) -> Step {
+fn b_resumes(p: &mut Pair, mut work: Box<HandshakeWork>) -> Step {
     work.run();
     p.b.iface.resume(work, p.now, &mut p.b.out)
 }

@@ -35,7 +35,8 @@ use super::{Output, ReceiveError, Received};
 /// [`Interface::resume`] can go on.
 pub enum Step {
     Done(Result<Received, ReceiveError>),
-    Work(HandshakeWork),
+    /// Boxed: the work (snow's handshake state) is over a kilobyte.
+    Work(Box<HandshakeWork>),
 }
 
 /// Why a peer could not be added.
@@ -421,7 +422,7 @@ impl Interface {
                 self.rng.fill_bytes(&mut seed);
                 let mut msg = [0u8; INITIATION_LEN];
                 msg.copy_from_slice(init.bytes());
-                Step::Work(HandshakeWork {
+                Step::Work(Box::new(HandshakeWork {
                     src,
                     state: Work::ReadInitiation {
                         msg,
@@ -430,7 +431,7 @@ impl Interface {
                         seed,
                         result: None,
                     },
-                })
+                }))
             }
             Ok(Message::Response(resp)) => {
                 let receiver = resp.receiver();
@@ -445,7 +446,10 @@ impl Interface {
                 };
                 let mut msg = [0u8; RESPONSE_LEN];
                 msg.copy_from_slice(resp.bytes());
-                Step::Work(HandshakeWork { src, state: Work::ReadResponse { peer: id, msg, pending, result: None } })
+                Step::Work(Box::new(HandshakeWork {
+                    src,
+                    state: Work::ReadResponse { peer: id, msg, pending, result: None },
+                }))
             }
         }
     }
@@ -453,7 +457,7 @@ impl Interface {
     /// Takes back [`HandshakeWork`] that was [run](HandshakeWork::run): checks its result
     /// against the interface as it is now and finishes the message (the response sent, the
     /// session installed) or hands out the next piece of work.
-    pub fn resume(&mut self, work: HandshakeWork, now: Instant, out: &mut dyn Output) -> Step {
+    pub fn resume(&mut self, work: Box<HandshakeWork>, now: Instant, out: &mut dyn Output) -> Step {
         let src = work.src;
         match work.state {
             Work::ReadInitiation { result, .. } => {
@@ -472,7 +476,7 @@ impl Interface {
                 let psk = peer.psk().clone();
                 let remote_index = received.sender_index;
                 let index = self.indices.allocate(id, &mut self.rng);
-                Step::Work(HandshakeWork {
+                Step::Work(Box::new(HandshakeWork {
                     src,
                     state: Work::WriteResponse {
                         peer: id,
@@ -482,7 +486,7 @@ impl Interface {
                         index,
                         result: None,
                     },
-                })
+                }))
             }
             Work::WriteResponse { peer: id, remote_index, index, result, .. } => {
                 let Some(Ok((msg, keys))) = result else {

@@ -162,6 +162,7 @@ impl Peer {
     }
 
     /// Completes our handshake with the keys read from the peer's response to `pending`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn complete(
         &mut self,
         pending: PendingInitiation,
