@@ -578,3 +578,53 @@ fn a_udp_flood_through_the_tunnel_leaves_it_working() {
     assert!(p.nb.ping("10.9.0.1", 3), "{test}: pings b -> a after the flood");
     assert!(p.na.ping("fd09::2", 3), "{test}: IPv6 pings a -> b after the flood");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Live changes under traffic: the port rebinds, psks rotate, sessions rekey
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of the transfer that runs while everything changes under it.
+const CHURN_BYTES: usize = 256 << 20;
+
+/// A bulk transfer a -> b keeps going, bytes intact, while a's listen port changes every
+/// 300 ms, both psks rotate together every 150 ms, and sessions rekey every 500 ms (short
+/// thresholds): what users of `wg syncconf` and psk rotation tools do to a live tunnel.
+#[test]
+fn bulk_tcp_intact_while_the_port_rebinds_psks_rotate_and_sessions_rekey() {
+    let test = "bulk_tcp_intact_while_the_port_rebinds_psks_rotate_and_sessions_rekey";
+    if !require_root(test) {
+        return;
+    }
+    let env = "VEIL_REKEY_AFTER_TIME_MS=500 VEIL_REKEY_TIMEOUT_MS=200";
+    let p = pair_with_env(Impl::Veil, Impl::Veil, "10.8.7.1/24", "10.8.7.2/24", 1420, 1500, env);
+    tunnel_up(&p, test);
+    let payload = payload_file(CHURN_BYTES, 70);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (mut rotations, mut rebinds) = (0u32, 0u32);
+    std::thread::scope(|s| {
+        let transfer = s.spawn(|| {
+            tcp_bulk(&p.na, &p.nb, "10.9.0.2", BULK_PORT, &payload, STEP_LIMIT, &format!("{test}: a -> b"));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // Let the transfer start, then change things until it ends (bounded by its own limit).
+        std::thread::sleep(Duration::from_millis(100));
+        let start = std::time::Instant::now();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < STEP_LIMIT {
+            let pf = TempFile::new(&psk());
+            p.na.sh(&format!("wg set {} peer {} preshared-key {}", p.a.ifname, p.b.keys.public, pf.path()));
+            p.nb.sh(&format!("wg set {} peer {} preshared-key {}", p.b.ifname, p.a.keys.public, pf.path()));
+            rotations += 1;
+            if rotations % 2 == 0 {
+                rebinds += 1;
+                p.a.listen(&p.na, A_PORT + 100 + rebinds as u16);
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        transfer.join().expect("the transfer thread");
+    });
+    eprintln!("{test}: {rotations} psk rotations, {rebinds} port changes during the transfer");
+    assert!(rotations >= 2, "{test}: the transfer ended before anything changed ({rotations} rotations)");
+    // Still a working tunnel afterwards, both ways, on the last port and psk.
+    assert!(p.na.ping_until("10.9.0.2", HANDSHAKE_LIMIT), "{test}: a -> b after the churn");
+    assert!(p.nb.ping("10.9.0.1", 2), "{test}: b -> a after the churn");
+}
