@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
     name = "veil",
     version,
     args_conflicts_with_subcommands = true,
-    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)"
+    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)"
 )]
 struct Cli {
     /// Stay in the foreground instead of detaching.
