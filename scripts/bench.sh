@@ -52,7 +52,8 @@
 #   --time SECONDS  iperf3 -t of each run (default 5)
 #   --peers N       also run every implementation with N extra idle peers (0-65536)
 #   --variant L=ENV also run veil with environment ENV (comma-separated VAR=VALUE) as the
-#                   row "veil[L]", right after veil, to compare settings in one run; repeatable
+#                   row "veil[L]", right after veil, to compare settings in one run; repeatable.
+#                   VEIL_BIN=PATH among them runs that build of veil instead (compare commits)
 #   --udp-rate RATE iperf3 -b for the udp test (default 3G)
 #   --chart FILE    also write an SVG bar chart: TCP 1 stream, 4 streams, reverse, CPU s per GiB
 # Each tunnel row costs about 4 x --time + 5 s per round here (24 s by default, 12 s with
@@ -268,9 +269,13 @@ start_daemon() {
             ip netns exec "$ns" "$VEIL" -f "$ifname" >"$log" 2>&1 &
             ;;
         veil\[*)
-            local vars=()
+            local vars=() bin="$VEIL" v
             IFS=',' read -r -a vars <<<"${VARIANT_ENV[$impl]}"
-            ip netns exec "$ns" env "${vars[@]}" "$VEIL" -f "$ifname" >"$log" 2>&1 &
+            # VEIL_BIN=PATH in a variant runs another build of veil (an A/B of two commits).
+            for v in "${vars[@]}"; do
+                case "$v" in VEIL_BIN=*) bin="${v#VEIL_BIN=}" ;; esac
+            done
+            ip netns exec "$ns" env "${vars[@]}" "$bin" -f "$ifname" >"$log" 2>&1 &
             ;;
         wireguard-go)
             ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \

@@ -134,3 +134,54 @@ fn tamper_response(resp: &[u8], to: &veil::noise::PublicKey) -> Vec<u8> {
     m[60..76].copy_from_slice(&mac);
     m
 }
+
+#[test]
+fn a_deferred_initiation_goes_out_only_when_its_work_is_given_back() {
+    let mut p = Pair::default();
+    p.a.iface.set_defer_work(true);
+    assert_eq!(p.a.iface.send(p.a.peer, &packet(1, 10), p.now, &mut p.a.out).unwrap(), SendOutcome::Queued);
+    assert!(p.a.out.sent.is_empty(), "nothing is sent before the work is done");
+    assert!(p.a.iface.peer(p.a.peer).unwrap().handshake_pending());
+    let mut work = p.a.iface.take_work();
+    assert_eq!(work.len(), 1);
+    assert!(p.a.iface.take_work().is_empty(), "taken once");
+    for w in &mut work {
+        w.run();
+    }
+    for w in work {
+        p.a.iface.send_initiation(w, p.now, &mut p.a.out);
+    }
+    assert_eq!(p.a.out.sent.len(), 1);
+    p.pump();
+    assert_eq!(seq_of(&p.b.out.delivered[0].1), 1, "the handshake completed and the packet followed");
+}
+
+#[test]
+fn a_deferred_initiation_replaced_or_orphaned_meanwhile_is_dropped_with_its_index() {
+    let mut p = Pair::default();
+    p.a.iface.set_defer_work(true);
+    p.a.iface.send(p.a.peer, &packet(1, 10), p.now, &mut p.a.out).unwrap();
+    let mut first = p.a.iface.take_work();
+    // The retry timer fires before the first was written: a second initiation replaces it.
+    p.now += Duration::from_secs(6);
+    p.a.iface.tick(p.now, &mut p.a.out);
+    let mut second = p.a.iface.take_work();
+    assert_eq!((first.len(), second.len()), (1, 1));
+    first[0].run();
+    p.a.iface.send_initiation(first.pop().unwrap(), p.now, &mut p.a.out);
+    assert!(p.a.out.sent.is_empty(), "the replaced initiation is not sent");
+    assert_eq!(p.a.iface.index_count(), 1, "only the newer initiation's index is left");
+    second[0].run();
+    p.a.iface.send_initiation(second.pop().unwrap(), p.now, &mut p.a.out);
+    assert_eq!(p.a.out.sent.len(), 1);
+    // And one whose peer goes before it is sent leaves nothing behind.
+    let mut q = Pair::default();
+    q.a.iface.set_defer_work(true);
+    q.a.iface.send(q.a.peer, &packet(1, 10), q.now, &mut q.a.out).unwrap();
+    let mut work = q.a.iface.take_work();
+    q.a.iface.remove_peer(q.a.peer).unwrap();
+    work[0].run();
+    q.a.iface.send_initiation(work.pop().unwrap(), q.now, &mut q.a.out);
+    assert!(q.a.out.sent.is_empty());
+    assert_eq!(q.a.iface.index_count(), 0);
+}

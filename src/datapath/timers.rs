@@ -22,6 +22,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             // Without a private key nothing may be sent, but due timers still run (and clear).
             core.iface.tick(now, &mut NoOutput);
         }
+        // Initiations the timers started (retries, new handshakes) are written unlocked.
+        core = shared.finish_initiations(core);
         let next = core.iface.next_deadline();
         core.timer_wake = next;
         let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));

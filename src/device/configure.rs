@@ -40,7 +40,10 @@ pub(super) fn write_get(shared: &Shared, out: &mut String) {
 /// Applies a validated set request.
 pub(super) fn apply_set(shared: &Arc<Shared>, req: SetRequest) -> Result<(), UapiError> {
     let mut retired = None;
-    let result = apply_locked(shared, &mut shared.lock(), req, &mut retired);
+    let mut core = shared.lock();
+    let result = apply_locked(shared, &mut core, req, &mut retired);
+    // A keepalive turned on may have started a handshake: written without the lock.
+    drop(shared.finish_initiations(core));
     if let Some(old) = retired {
         old.close();
     }

@@ -165,8 +165,36 @@ impl Shared {
         let sockets = self.sockets();
         let mut io = Io { sockets: &sockets, shared: self };
         let r = f(&mut core, &mut io);
+        let core = self.finish_initiations(core);
         self.wake_timers_if_earlier(&core);
         Some(r)
+    }
+
+    /// Writes the initiations the core started under `core` (a rekey, a retry, a first packet)
+    /// with the lock released, then takes it again to send them. The X25519 work of our own
+    /// handshakes thus never runs under the lock the data path takes.
+    pub fn finish_initiations<'a>(&'a self, mut core: MutexGuard<'a, Core>) -> MutexGuard<'a, Core> {
+        loop {
+            let mut work = core.iface.take_work();
+            if work.is_empty() {
+                return core;
+            }
+            drop(core);
+            for w in &mut work {
+                w.run();
+            }
+            core = self.lock();
+            let sockets = self.sockets();
+            let mut io = Io { sockets: &sockets, shared: self };
+            let now = Instant::now();
+            for w in work {
+                if core.has_key {
+                    core.iface.send_initiation(w, now, &mut io);
+                } else {
+                    core.iface.send_initiation(w, now, &mut NoOutput);
+                }
+            }
+        }
     }
 
     /// Wakes the timer thread when the core's next deadline is earlier than its wake-up.
@@ -197,7 +225,9 @@ impl Device {
             config.mtu = mtu as usize;
         }
         let placeholder = StaticSecret::random(&mut OsRng);
-        let iface = Interface::new(placeholder, config, WallClock::system(), seed);
+        let mut iface = Interface::new(placeholder, config, WallClock::system(), seed);
+        // Our own initiations' X25519 work runs outside the core's lock (finish_initiations).
+        iface.set_defer_work(true);
         let sessions = iface.index_reader();
         let sockets = Arc::new(Sockets::bind(0, 0)?);
         let shared = Arc::new(Shared {

@@ -20,7 +20,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::config::Config;
 use super::cookie::{CookieChecker, MacCheck};
 use super::handshake::HandshakeError;
-use super::handshake_work::{HandshakeWork, Work};
+use super::handshake_work::{HandshakeWork, InitiationWork, Work};
 use super::index::{IndexKind, IndexReader, IndexTable};
 use super::ip;
 use super::keys::{PresharedKey, PublicKey, StaticSecret};
@@ -79,6 +79,9 @@ pub struct Interface {
     by_key: HashMap<PublicKey, PeerId>,
     next_id: u32,
     buf: Vec<u8>,
+    /// Initiations' public-key work is handed out (see [`Interface::set_defer_work`]).
+    defer_work: bool,
+    work: Vec<Box<InitiationWork>>,
 }
 
 macro_rules! context {
@@ -91,6 +94,7 @@ macro_rules! context {
             clock: &$self.clock,
             indices: &$self.indices,
             buf: &mut $self.buf,
+            work: if $self.defer_work { Some(&mut $self.work) } else { None },
         }
     };
 }
@@ -114,6 +118,8 @@ impl Interface {
             by_key: HashMap::new(),
             next_id: 1,
             buf: vec![0u8; 2048],
+            defer_work: false,
+            work: Vec::new(),
         }
     }
 
@@ -555,6 +561,34 @@ impl Interface {
     /// due then, when a deadline moved later since). O(1).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.schedule.next()
+    }
+
+    /// With `on`, an initiation this interface starts (a first packet, a rekey, a retry, a
+    /// keepalive) does not write its message in place: its public-key work (about 60 us of
+    /// X25519) waits in [`Interface::take_work`] for the caller to run without its lock and
+    /// give back to [`Interface::send_initiation`]. Off by default: everything happens within
+    /// the call that started it.
+    pub fn set_defer_work(&mut self, on: bool) {
+        self.defer_work = on;
+    }
+
+    /// The initiations whose messages wait to be written (see [`Interface::set_defer_work`]).
+    pub fn take_work(&mut self) -> Vec<Box<InitiationWork>> {
+        std::mem::take(&mut self.work)
+    }
+
+    /// Sends an initiation from [`Interface::take_work`] once its work was
+    /// [run](InitiationWork::run), unless the peer is gone or a newer initiation replaced it
+    /// meanwhile (its index is then released).
+    pub fn send_initiation(&mut self, work: Box<InitiationWork>, now: Instant, out: &mut dyn Output) {
+        let id = work.peer;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.indices.remove(work.index);
+            return;
+        };
+        let mut ctx = context!(self);
+        peer.send_initiation(work, &mut ctx, now, out);
+        self.arm(id);
     }
 
     /// Number of receiver indices in use (handshakes in flight plus sessions).

@@ -25,7 +25,7 @@ pub mod timers;
 use std::net::SocketAddr;
 
 pub use config::Config;
-pub use handshake_work::HandshakeWork;
+pub use handshake_work::{HandshakeWork, InitiationWork};
 pub use index::{IndexReader, Sessions};
 pub use interface::{Interface, PeerError, Step};
 pub use keys::{KeyError, PresharedKey, PublicKey, StaticSecret};

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::super::handshake::{self, PendingInitiation, TransportKeys};
-use super::super::messages::{CookieReply, INITIATION_LEN, RESPONSE_LEN, Response};
+use super::super::handshake::{PendingInitiation, TransportKeys};
+use super::super::handshake_work::InitiationWork;
+use super::super::messages::{CookieReply, RESPONSE_LEN, Response};
 use super::super::session::Session;
 use super::super::tai64n::Timestamp;
 use super::super::{Output, ReceiveError, Received, config::INITIATIONS_MIN_INTERVAL};
@@ -19,7 +20,9 @@ impl Peer {
         out.send(to, bytes);
     }
 
-    /// Starts a handshake. Outside of retries, at most one initiation per REKEY_TIMEOUT.
+    /// Starts a handshake. Outside of retries, at most one initiation per REKEY_TIMEOUT. The
+    /// message itself is written in place, or, where the context collects work, by whoever
+    /// takes the work ([`Peer::send_initiation`] then sends it).
     pub(crate) fn initiate(&mut self, ctx: &mut Context<'_>, now: Instant, retry: bool, out: &mut dyn Output) {
         if !retry {
             if let Some(t) = self.last_initiation_sent
@@ -33,32 +36,61 @@ impl Peer {
         if let Some(old) = self.pending.take() {
             ctx.indices.remove(old.sender_index);
         }
+        if let Some(old) = self.initiating.take() {
+            ctx.indices.remove(old);
+        }
         let index = ctx.indices.allocate(self.id, ctx.rng);
         let seed = ctx.seed();
-        let mut msg = [0u8; INITIATION_LEN];
-        let ts = ctx.clock.timestamp(now);
-        match handshake::write_initiation(
-            ctx.secret,
-            &self.public,
-            &self.psk,
-            index,
-            ts,
-            seed,
-            ctx.table.clone(),
-            &mut msg,
-        ) {
-            Ok(pending) => self.pending = Some(pending),
-            Err(_) => {
-                ctx.indices.remove(index);
-                return;
-            }
-        }
-        self.cookie.stamp(&mut msg, now);
-        self.send_datagram(endpoint, &msg, out);
+        let timestamp = ctx.clock.timestamp(now);
+        self.initiating = Some(index);
         self.handshake_attempts += 1;
         self.last_initiation_sent = Some(now);
         let jitter = ctx.jitter();
         self.timers.handshake_initiated(now, ctx.config, jitter);
+        let _ = endpoint; // the endpoint when it is sent counts, not this one
+        let work = Box::new(InitiationWork {
+            peer: self.id,
+            secret: ctx.secret.clone(),
+            remote: self.public,
+            psk: self.psk.clone(),
+            index,
+            timestamp,
+            seed,
+            table: ctx.table.clone(),
+            result: None,
+        });
+        match ctx.work.as_deref_mut() {
+            Some(queue) => queue.push(work),
+            None => {
+                let mut work = work;
+                work.run();
+                self.send_initiation(work, ctx, now, out);
+            }
+        }
+    }
+
+    /// Sends an initiation whose message [`Peer::initiate`] left to be written and that was
+    /// written since, unless a newer one replaced it meanwhile (then its index goes).
+    pub(crate) fn send_initiation(
+        &mut self,
+        work: Box<InitiationWork>,
+        ctx: &mut Context<'_>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) {
+        let InitiationWork { index, result, .. } = *work;
+        if self.initiating != Some(index) {
+            ctx.indices.remove(index);
+            return;
+        }
+        self.initiating = None;
+        let (Some(Ok((pending, mut msg))), Some(endpoint)) = (result, self.endpoint) else {
+            ctx.indices.remove(index);
+            return;
+        };
+        self.pending = Some(pending);
+        self.cookie.stamp(&mut msg, now);
+        self.send_datagram(endpoint, &msg, out);
         self.timers.any_authenticated_packet_traversal(now);
         self.timers.any_authenticated_packet_sent();
     }
@@ -154,7 +186,7 @@ impl Peer {
     /// not spoil the real one), unless a newer initiation replaced it meanwhile: then its index
     /// is released.
     pub(crate) fn restore_pending(&mut self, pending: PendingInitiation, ctx: &mut Context<'_>) {
-        if self.pending.is_none() {
+        if self.pending.is_none() && self.initiating.is_none() {
             self.pending = Some(pending);
         } else {
             ctx.indices.remove(pending.sender_index);
@@ -173,7 +205,7 @@ impl Peer {
         now: Instant,
         out: &mut dyn Output,
     ) -> Result<Received, ReceiveError> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.initiating.is_some() {
             // A newer initiation went out while this response was being read: it supersedes
             // this one, whose index goes.
             ctx.indices.remove(pending.sender_index);

@@ -75,6 +75,8 @@ pub(crate) struct Context<'a> {
     pub clock: &'a WallClock,
     pub indices: &'a IndexTable,
     pub buf: &'a mut Vec<u8>,
+    /// Where initiations' work goes when it is to be done outside (`None`: done in place).
+    pub work: Option<&'a mut Vec<Box<super::handshake_work::InitiationWork>>>,
 }
 
 impl Context<'_> {
@@ -100,6 +102,8 @@ pub struct Peer {
     endpoint: Option<SocketAddr>,
     cookie: CookieState,
     pending: Option<PendingInitiation>,
+    /// The index of an initiation of ours whose message is being written elsewhere.
+    initiating: Option<u32>,
     last_initiation_sent: Option<Instant>,
     handshake_attempts: u32,
     last_received_timestamp: Option<Timestamp>,
@@ -122,6 +126,7 @@ impl Peer {
             endpoint: None,
             cookie: CookieState::new(&public, config.cookie_secret_lifetime),
             pending: None,
+            initiating: None,
             last_initiation_sent: None,
             handshake_attempts: 0,
             last_received_timestamp: None,
@@ -180,6 +185,9 @@ impl Peer {
         if let Some(p) = self.pending.take() {
             indices.remove(p.sender_index);
         }
+        if let Some(i) = self.initiating.take() {
+            indices.remove(i);
+        }
         self.keypairs.clear(indices);
     }
 
@@ -212,8 +220,8 @@ impl Peer {
         self.handshake_attempts
     }
 
-    /// True while an initiation of ours awaits its response.
+    /// True while an initiation of ours awaits its response (or is being written).
     pub fn handshake_pending(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.initiating.is_some()
     }
 }
