@@ -81,7 +81,7 @@ pub struct Interface {
     buf: Vec<u8>,
     /// Initiations' public-key work is handed out (see [`Interface::set_defer_work`]).
     defer_work: bool,
-    work: Vec<Box<InitiationWork>>,
+    work: Vec<InitiationWork>,
 }
 
 macro_rules! context {
@@ -573,14 +573,14 @@ impl Interface {
     }
 
     /// The initiations whose messages wait to be written (see [`Interface::set_defer_work`]).
-    pub fn take_work(&mut self) -> Vec<Box<InitiationWork>> {
+    pub fn take_work(&mut self) -> Vec<InitiationWork> {
         std::mem::take(&mut self.work)
     }
 
     /// Sends an initiation from [`Interface::take_work`] once its work was
     /// [run](InitiationWork::run), unless the peer is gone or a newer initiation replaced it
     /// meanwhile (its index is then released).
-    pub fn send_initiation(&mut self, work: Box<InitiationWork>, now: Instant, out: &mut dyn Output) {
+    pub fn send_initiation(&mut self, work: InitiationWork, now: Instant, out: &mut dyn Output) {
         let id = work.peer;
         let Some(peer) = self.peers.get_mut(&id) else {
             self.indices.remove(work.index);

@@ -48,7 +48,7 @@ impl Peer {
         let jitter = ctx.jitter();
         self.timers.handshake_initiated(now, ctx.config, jitter);
         let _ = endpoint; // the endpoint when it is sent counts, not this one
-        let work = Box::new(InitiationWork {
+        let work = InitiationWork {
             peer: self.id,
             secret: ctx.secret.clone(),
             remote: self.public,
@@ -58,7 +58,7 @@ impl Peer {
             seed,
             table: ctx.table.clone(),
             result: None,
-        });
+        };
         match ctx.work.as_deref_mut() {
             Some(queue) => queue.push(work),
             None => {
@@ -73,12 +73,12 @@ impl Peer {
     /// written since, unless a newer one replaced it meanwhile (then its index goes).
     pub(crate) fn send_initiation(
         &mut self,
-        work: Box<InitiationWork>,
+        work: InitiationWork,
         ctx: &mut Context<'_>,
         now: Instant,
         out: &mut dyn Output,
     ) {
-        let InitiationWork { index, result, .. } = *work;
+        let InitiationWork { index, result, .. } = work;
         if self.initiating != Some(index) {
             ctx.indices.remove(index);
             return;

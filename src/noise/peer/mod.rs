@@ -76,7 +76,7 @@ pub(crate) struct Context<'a> {
     pub indices: &'a IndexTable,
     pub buf: &'a mut Vec<u8>,
     /// Where initiations' work goes when it is to be done outside (`None`: done in place).
-    pub work: Option<&'a mut Vec<Box<super::handshake_work::InitiationWork>>>,
+    pub work: Option<&'a mut Vec<super::handshake_work::InitiationWork>>,
 }
 
 impl Context<'_> {
