@@ -79,8 +79,11 @@ pub(crate) fn run(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generati
         let now = Instant::now();
         classify(&shared, &mut rx);
         open(&mut rx, now);
-        deliver(&shared, &mut rx);
+        let wrote = deliver(&shared, &mut rx);
         account(&shared, &mut rx, now);
+        if wrote {
+            answer(&shared);
+        }
     }
 }
 
@@ -143,12 +146,25 @@ fn open(rx: &mut RxBatch, now: Instant) {
     }
 }
 
+/// What the kernel answered to the packets just written (an echo reply, TCP acknowledgements)
+/// is already queued on the TUN when the write returns: move it out now, on this thread, if
+/// the TUN thread is not busy, instead of waking the TUN thread for it. A single-threaded
+/// event loop gets this for free; here it saves one wake-up per round trip. At most one batch,
+/// so receiving never waits long behind sending.
+fn answer(shared: &Shared) {
+    if let Ok(mut tx) = shared.tx.try_lock() {
+        // A failing TUN is the TUN thread's to report.
+        let _ = tx.drain(shared, 1);
+    }
+}
+
 /// Writes the opened packets whose source address belongs to their peer to the TUN, the
-/// segments of each flow coalesced where the TUN has offloads.
-fn deliver(shared: &Shared, rx: &mut RxBatch) {
+/// segments of each flow coalesced where the TUN has offloads. True if it wrote any.
+fn deliver(shared: &Shared, rx: &mut RxBatch) -> bool {
     let routing = shared.routing();
     let offload = shared.tun.offload();
     let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
+    let mut wrote = false;
     rx.gro.clear();
     for item in &rx.items {
         let met = &rx.met[item.session];
@@ -177,19 +193,24 @@ fn deliver(shared: &Shared, rx: &mut RxBatch) {
         }
         if offload {
             rx.gro.push(packet);
-        } else if let Err(e) = shared.tun.write(packet) {
-            tracing::trace!("TUN write: {e}");
+        } else {
+            wrote = true;
+            if let Err(e) = shared.tun.write(packet) {
+                tracing::trace!("TUN write: {e}");
+            }
         }
     }
     drop(routing);
     if offload {
         rx.gro.finish();
         for buf in rx.gro.packets() {
+            wrote = true;
             if let Err(e) = shared.tun.write(buf) {
                 tracing::trace!("TUN write: {e}");
             }
         }
     }
+    wrote
 }
 
 /// The core's bookkeeping for everything that authenticated, under one lock for the batch.

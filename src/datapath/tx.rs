@@ -37,7 +37,7 @@ struct Group {
 }
 
 /// The TUN thread's buffers, allocated once.
-pub(crate) struct TxBatch {
+struct TxBatch {
     scratch: Vec<u8>,
     bufs: Slots,
     sizes: Vec<usize>,
@@ -79,47 +79,71 @@ impl TxBatch {
     }
 }
 
+/// The outbound side's state: its buffers and what it remembers between batches. It sits
+/// behind a lock (`Shared::tx`) so that, besides the TUN thread, a UDP thread that has just
+/// written packets to the TUN can move the answers the kernel queued at once (see
+/// [`super::rx`]), saving a wake-up per round trip; the lock keeps the TUN read by one thread
+/// at a time, so packets still leave in order.
+pub(crate) struct Tx {
+    batch: TxBatch,
+    sealer: Sealer,
+    mtu: usize,
+    mtu_read: Instant,
+}
+
+impl Tx {
+    pub fn new(mtu: usize, crypto: Option<Arc<super::workers::Pool>>) -> Tx {
+        Tx { batch: TxBatch::new(), sealer: Sealer::new(crypto), mtu, mtu_read: Instant::now() }
+    }
+
+    /// Moves up to `max` batches from the TUN to the sockets, stopping early when the TUN is
+    /// empty. Returns how many packets moved. Errors are the TUN device's.
+    pub fn drain(&mut self, shared: &Shared, max: usize) -> std::io::Result<usize> {
+        let mut moved = 0;
+        for _ in 0..max {
+            let n = fill(shared, &mut self.batch)?;
+            if n == 0 {
+                break;
+            }
+            moved += n;
+            let now = Instant::now();
+            // The padding cap follows the TUN's MTU (`ip link set mtu` after start); reading it
+            // is a system call, so at most once per MTU_REREAD while packets flow. (Where the TUN
+            // was moved to another namespace it can no longer be read by name: the last value
+            // stays.)
+            let new_mtu = if now.duration_since(self.mtu_read) >= MTU_REREAD {
+                self.mtu_read = now;
+                shared.tun.mtu().ok().map(usize::from).filter(|&m| m != self.mtu)
+            } else {
+                None
+            };
+            route(shared, &mut self.batch);
+            plan(shared, &mut self.batch, new_mtu, now);
+            if let Some(m) = new_mtu {
+                self.mtu = m;
+            }
+            seal(&mut self.batch, &mut self.sealer);
+            send(shared, &self.batch);
+        }
+        Ok(moved)
+    }
+}
+
 /// The TUN thread: runs until the device stops or the TUN goes away.
 pub(crate) fn run(shared: Arc<Shared>) {
-    let mut mtu = shared.tun.mtu().map(usize::from).unwrap_or(1420);
-    let mut batch = TxBatch::new();
-    let mut sealer = Sealer::new(shared.crypto.clone());
-    let mut mtu_read = Instant::now();
     loop {
         if shared.stopping() {
             return;
         }
-        match fill(&shared, &mut batch) {
-            Ok(0) => {
-                if let Err(e) = shared.tun.wait_readable(IDLE_WAIT) {
-                    shared.request_stop(format!("TUN device is gone ({e})"));
-                    return;
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                shared.request_stop(tun_gone(&e));
-                return;
-            }
+        let drained = shared.tx.lock().unwrap_or_else(|e| e.into_inner()).drain(&shared, usize::MAX);
+        if let Err(e) = drained {
+            shared.request_stop(tun_gone(&e));
+            return;
         }
-        let now = Instant::now();
-        // The padding cap follows the TUN's MTU (`ip link set mtu` after start); reading it is
-        // a system call, so at most once per MTU_REREAD while packets flow. (Where the TUN was
-        // moved to another namespace it can no longer be read by name: the last value stays.)
-        let new_mtu = if now.duration_since(mtu_read) >= MTU_REREAD {
-            mtu_read = now;
-            shared.tun.mtu().ok().map(usize::from).filter(|&m| m != mtu)
-        } else {
-            None
-        };
-        route(&shared, &mut batch);
-        plan(&shared, &mut batch, new_mtu, now);
-        if let Some(m) = new_mtu {
-            mtu = m;
+        if let Err(e) = shared.tun.wait_readable(IDLE_WAIT) {
+            shared.request_stop(format!("TUN device is gone ({e})"));
+            return;
         }
-        seal(&mut batch, &mut sealer);
-        send(&shared, &batch);
     }
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub drops: Drops,
     /// Helper threads for cryptography (`None` on one core).
     pub crypto: Option<Arc<datapath::workers::Pool>>,
+    /// The outbound side (the TUN thread's, lent to a UDP thread now and then; see `tx.rs`).
+    pub tx: Mutex<datapath::tx::Tx>,
     /// UAPI connections being served.
     pub uapi_connections: AtomicUsize,
 }
@@ -230,6 +232,8 @@ impl Device {
         iface.set_defer_work(true);
         let sessions = iface.index_reader();
         let sockets = Arc::new(Sockets::bind(0, 0)?);
+        let crypto = datapath::workers::Pool::start(datapath::workers::Pool::default_helpers())?;
+        let tx = datapath::tx::Tx::new(iface.config().mtu, crypto.clone());
         let shared = Arc::new(Shared {
             core: Mutex::new(Core { iface, has_key: false, listen_port: 0, fwmark: 0, timer_wake: None }),
             timer_cv: Condvar::new(),
@@ -245,7 +249,8 @@ impl Device {
             exit: Mutex::new(None),
             exit_cv: Condvar::new(),
             drops: Drops::default(),
-            crypto: datapath::workers::Pool::start(datapath::workers::Pool::default_helpers())?,
+            crypto,
+            tx: Mutex::new(tx),
             uapi_connections: AtomicUsize::new(0),
         });
         let s = shared.clone();
