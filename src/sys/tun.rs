@@ -38,6 +38,8 @@ pub struct VirtioNetHdr {
 impl VirtioNetHdr {
     /// The checksum is partial: the kernel completes it (CHECKSUM_PARTIAL).
     pub const F_NEEDS_CSUM: u8 = 1;
+    /// The checksums are known good: the kernel does not verify them (CHECKSUM_UNNECESSARY).
+    pub const F_DATA_VALID: u8 = 2;
     pub const GSO_NONE: u8 = 0;
     pub const GSO_TCPV4: u8 = 1;
     pub const GSO_TCPV6: u8 = 4;
