@@ -418,7 +418,7 @@ mod tests {
                 assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])) + 40, p.len(), "IPv6 payload length");
             }
         }
-        let packets = if hdr.gso_type == VirtioNetHdr::GSO_NONE {
+        if hdr.gso_type == VirtioNetHdr::GSO_NONE {
             vec![p]
         } else {
             let (h, size) = (hdr.hdr_len as usize, hdr.gso_size as usize);
@@ -453,8 +453,7 @@ mod tests {
                 out.push(s);
             }
             out
-        };
-        packets
+        }
     }
 
     fn run(c: &mut Coalescer, packets: &[Vec<u8>]) -> (Vec<Vec<u8>>, usize) {
