@@ -238,5 +238,6 @@ pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
         let _ = std::fs::remove_file(&path);
     }
     tracing::info!("{ifname} stopped: {reason}");
+    tracing::debug!("{ifname}: {}", device.drop_summary());
     Ok(())
 }

@@ -47,8 +47,8 @@ pub(crate) struct Core {
     pub timer_wake: Option<Instant>,
 }
 
-/// Counters of packets the engine dropped, by reason (read by `veil show` some day; summed
-/// from relaxed atomics, never a lock).
+/// Counters of packets the engine dropped, by reason (relaxed atomics, never a lock; reported
+/// when the daemon stops, see [`Device::drop_summary`]).
 #[derive(Default)]
 pub(crate) struct Drops {
     /// Decrypted, but the inner source address is not one of the peer's allowed IPs.
@@ -279,6 +279,19 @@ impl Device {
         let (exit, _) =
             self.shared.exit_cv.wait_timeout_while(exit, timeout, |e| e.is_none()).unwrap_or_else(|e| e.into_inner());
         exit.is_some()
+    }
+
+    /// What the engine dropped so far, in words (for the daemon's last log line).
+    pub fn drop_summary(&self) -> String {
+        let d = &self.shared.drops;
+        format!(
+            "{} packets dropped for a source outside the peer's allowed IPs, {} data messages \
+             refused (unknown index, expired, forged or replayed), {} handshake messages dropped \
+             with the handshake queue full",
+            d.not_allowed.load(Ordering::Relaxed),
+            d.refused.load(Ordering::Relaxed),
+            d.handshake_queue_full.load(Ordering::Relaxed)
+        )
     }
 
     pub fn exit_reason(&self) -> Option<ExitReason> {

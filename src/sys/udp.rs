@@ -482,15 +482,6 @@ impl Socket {
         }
         Ok(())
     }
-
-    /// Whether sends may use UDP GSO.
-    pub fn gso(&self) -> bool {
-        self.gso.load(Ordering::Relaxed)
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.local_addr()
-    }
 }
 
 #[cfg(test)]
