@@ -324,6 +324,14 @@ fn daemon_exits_cleanly_when_its_interface_is_deleted() {
         let mut d = Daemon::start(&ns, mode);
         ns.sh(&format!("ip link del {}", d.ifname));
         d.assert_exits_cleanly(&ns, mode, "ip link del");
+        // It says why in words, not as a raw errno ("Bad address (os error 14)" before).
+        if let Some(mut e) = d.proc.as_mut().and_then(|p| p.child.stderr.take()) {
+            use std::io::Read;
+            let mut err = String::new();
+            let _ = e.read_to_string(&mut err);
+            assert!(err.contains("the TUN device was removed"), "{mode:?}: the log does not say so:\n{err}");
+            assert!(!err.contains("os error"), "{mode:?}: a raw errno in the log:\n{err}");
+        }
     }
 }
 
