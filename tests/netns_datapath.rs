@@ -628,3 +628,49 @@ fn bulk_tcp_intact_while_the_port_rebinds_psks_rotate_and_sessions_rekey() {
     assert!(p.na.ping_until("10.9.0.2", HANDSHAKE_LIMIT), "{test}: a -> b after the churn");
     assert!(p.nb.ping("10.9.0.1", 2), "{test}: b -> a after the churn");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. A routing loop is cut at once
+// ---------------------------------------------------------------------------------------------
+
+/// The route to the peer's endpoint points into the tunnel itself and an allowed IP covers the
+/// endpoint: every datagram veil sends comes back through its TUN. veil must drop its own
+/// datagrams instead of sealing them again (which looped at over a million packets a second
+/// before), and say so once.
+#[test]
+fn a_routing_loop_through_the_tunnel_is_cut_and_logged_once() {
+    let test = "a_routing_loop_through_the_tunnel_is_cut_and_logged_once";
+    if !require_root(test) {
+        return;
+    }
+    let (na, nb) = (Netns::new("rla"), Netns::new("rlb"));
+    let (_, _) = link(&na, &nb, &["10.8.9.1/24"], &["10.8.9.2/24"]);
+    let mut a = endpoint(&na, Impl::Veil, &["10.9.0.1/24"], "");
+    let b = endpoint(&nb, Impl::Veil, &["10.9.0.2/24"], "");
+    a.listen(&na, A_PORT);
+    b.listen(&nb, B_PORT);
+    // B's endpoint is inside the allowed IPs, and routed into the tunnel.
+    a.add_peer(&na, &b, "10.9.0.2/32,10.8.9.2/32", Some(&sockaddr("10.8.9.2", B_PORT)), None);
+    b.add_peer(&nb, &a, "10.9.0.1/32", None, None);
+    // A session first (over the veth), then the route that sends the tunnel into itself: from
+    // now on every data message A seals comes back through its TUN.
+    assert!(na.ping_until("10.9.0.2", HANDSHAKE_LIMIT), "{test}: the tunnel never came up");
+    na.sh(&format!("ip route add 10.8.9.2/32 dev {}", a.ifname));
+    let into_tun = || link_stat(&na, &a.ifname, "tx_packets");
+    let before = into_tun();
+    let _ = na.sh_out("ping -c 3 -i 0.2 -W 1 10.9.0.2");
+    std::thread::sleep(Duration::from_secs(1));
+    let looped = into_tun() - before;
+    assert!(
+        looped < 200,
+        "{test}: {looped} packets went into the TUN in about 2 s: the loop was not cut (3 pings are a handful; \
+         the engine before issue 11's fix looped 1.4 million)"
+    );
+    assert!(a.proc.terminate(Duration::from_secs(10)), "{test}: veil stops on SIGTERM");
+    let mut err = String::new();
+    if let Some(mut e) = a.proc.child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(err.matches("routing loop").count(), 1, "{test}: the loop is logged exactly once:\n{err}");
+}

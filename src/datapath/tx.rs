@@ -7,13 +7,14 @@
 //! Packets are read to [`OFFSET`] in their slots ([`super::batch`]), so the data message's
 //! header goes in front and the padding and tag behind without copying the packet.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::device::Shared;
 use crate::device::configure::follow_mtu;
-use crate::noise::messages::DATA_HEADER_LEN;
+use crate::noise::messages::{self, DATA_HEADER_LEN};
 use crate::noise::{PeerId, SealPlan, ip};
 use crate::sys::tun::{MAX_READ, MAX_SEGMENTS};
 
@@ -41,6 +42,8 @@ struct TxBatch {
     scratch: Vec<u8>,
     bufs: Slots,
     sizes: Vec<usize>,
+    /// Per packet: a WireGuard message from our own port, maybe our own datagram looping back.
+    suspect: Vec<bool>,
     count: usize,
     groups: Vec<Group>,
     active: usize,
@@ -52,6 +55,7 @@ impl TxBatch {
             scratch: vec![0u8; MAX_READ],
             bufs: Slots::new(BATCH),
             sizes: vec![0; BATCH],
+            suspect: vec![false; BATCH],
             count: 0,
             groups: Vec::new(),
             active: 0,
@@ -180,12 +184,15 @@ fn fill(shared: &Shared, batch: &mut TxBatch) -> std::io::Result<usize> {
 /// peer's allowed IPs cover are dropped (as the kernel does, without an ICMP error).
 fn route(shared: &Shared, batch: &mut TxBatch) {
     batch.active = 0;
+    let our_port = shared.sockets().port;
     let routing = shared.routing();
     let mut cached: Option<(IpAddr, Option<PeerId>)> = None;
     let mut last = 0;
     for i in 0..batch.count {
         let packet = &batch.bufs.get(i)[OFFSET..OFFSET + batch.sizes[i]];
         let Some(dst) = ip::destination(packet) else { continue };
+        batch.suspect[i] =
+            ip::udp(packet).is_some_and(|u| u.source_port == our_port && messages::parse(u.payload).is_ok());
         let peer = match cached {
             Some((addr, peer)) if addr == dst => peer,
             _ => {
@@ -200,15 +207,54 @@ fn route(shared: &Shared, batch: &mut TxBatch) {
     }
 }
 
+/// Drops the packets of `g` that are our own datagrams to its peer coming back: the route to
+/// the peer's endpoint points into this tunnel (an allowed IP covers the endpoint and nothing
+/// keeps the tunnel's own traffic out of it), and sealing them again would loop forever, as
+/// fast as the machine goes. The kernel's WireGuard refuses such a route when it sends; here
+/// the loop is cut the first time a datagram comes around. Counted, and logged once.
+fn drop_loops(
+    shared: &Shared,
+    g: &mut Group,
+    batch_suspect: &[bool],
+    bufs: &Slots,
+    sizes: &[usize],
+    endpoint: Option<SocketAddr>,
+) {
+    let Some(endpoint) = endpoint else { return };
+    g.packets.retain(|&i| {
+        if !batch_suspect[i] {
+            return true;
+        }
+        let packet = &bufs.get(i)[OFFSET..OFFSET + sizes[i]];
+        let looping = ip::udp(packet).is_some_and(|u| u.destination == endpoint);
+        if looping {
+            shared.drops.routing_loop.fetch_add(1, Ordering::Relaxed);
+            if !shared.drops.routing_loop_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "routing loop: datagrams to {endpoint} are routed back into this tunnel (an allowed IP \
+                     covers the endpoint); dropped. Route the endpoint outside the tunnel (a fwmark rule, as \
+                     wg-quick sets up for a /0) or leave it out of the allowed IPs"
+                );
+            }
+        }
+        !looping
+    });
+}
+
 /// Takes the core's lock once for the batch: each peer's share gets a plan (counters reserved)
 /// or, without a session, goes to the core packet by packet to wait for the handshake.
 fn plan(shared: &Shared, batch: &mut TxBatch, new_mtu: Option<usize>, now: Instant) {
-    let TxBatch { groups, active, bufs, sizes, .. } = batch;
+    let TxBatch { groups, active, bufs, sizes, suspect, count, .. } = batch;
+    let any_suspect = suspect[..*count].iter().any(|&s| s);
     let planned = shared.with_core(|core, io| {
         if let Some(mtu) = new_mtu {
             follow_mtu(&mut core.iface, mtu);
         }
         for g in &mut groups[..*active] {
+            if any_suspect {
+                let endpoint = core.iface.peer(g.peer).and_then(|p| p.endpoint());
+                drop_loops(shared, g, suspect, bufs, sizes, endpoint);
+            }
             let lens = g.packets.iter().map(|&i| sizes[i]);
             g.plan = match core.iface.plan_send(g.peer, lens, now, io) {
                 Ok(Some(plan)) => Some(plan),

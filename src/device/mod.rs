@@ -57,6 +57,10 @@ pub(crate) struct Drops {
     pub refused: AtomicU64,
     /// A handshake message that found the handshake queue full.
     pub handshake_queue_full: AtomicU64,
+    /// Our own datagram came back through the TUN (a routing loop, see `tx.rs`).
+    pub routing_loop: AtomicU64,
+    /// The routing loop was logged already (it is logged once).
+    pub routing_loop_logged: AtomicBool,
 }
 
 /// The device's shared parts.
@@ -287,10 +291,12 @@ impl Device {
         format!(
             "{} packets dropped for a source outside the peer's allowed IPs, {} data messages \
              refused (unknown index, expired, forged or replayed), {} handshake messages dropped \
-             with the handshake queue full",
+             with the handshake queue full, {} datagrams of ours that came back through the tunnel \
+             (a routing loop)",
             d.not_allowed.load(Ordering::Relaxed),
             d.refused.load(Ordering::Relaxed),
-            d.handshake_queue_full.load(Ordering::Relaxed)
+            d.handshake_queue_full.load(Ordering::Relaxed),
+            d.routing_loop.load(Ordering::Relaxed)
         )
     }
 

@@ -34,6 +34,32 @@ pub fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// A UDP datagram inside an IP packet (IPv4 with any header length; IPv6 with UDP as the first
+/// next header, no extension headers).
+pub struct Udp<'a> {
+    pub source_port: u16,
+    /// Destination address and port.
+    pub destination: std::net::SocketAddr,
+    pub payload: &'a [u8],
+}
+
+/// The UDP datagram `packet` carries, if it carries one (and it fits in the packet).
+pub fn udp(packet: &[u8]) -> Option<Udp<'_>> {
+    let (header, dst) = match packet.first()? >> 4 {
+        4 if packet.len() >= 20 && packet[9] == 17 => (usize::from(packet[0] & 0x0f) * 4, destination(packet)?),
+        6 if packet.len() >= 40 && packet[6] == 17 => (40, destination(packet)?),
+        _ => return None,
+    };
+    let u = packet.get(header..header + 8)?;
+    let len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    let payload = packet.get(header + 8..header + len.max(8))?;
+    Some(Udp {
+        source_port: u16::from_be_bytes([u[0], u[1]]),
+        destination: std::net::SocketAddr::new(dst, u16::from_be_bytes([u[2], u[3]])),
+        payload,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +95,21 @@ mod tests {
         let mut claims_more = ipv4([1, 1, 1, 1], [2, 2, 2, 2], 0);
         claims_more[3] = 200;
         assert_eq!(packet_len(&claims_more), None);
+    }
+
+    #[test]
+    fn udp_inside_ipv4() {
+        let mut p = ipv4([10, 0, 0, 1], [10, 0, 0, 2], 8 + 3);
+        p[9] = 17;
+        p[20..22].copy_from_slice(&51820u16.to_be_bytes());
+        p[22..24].copy_from_slice(&4000u16.to_be_bytes());
+        p[24..26].copy_from_slice(&11u16.to_be_bytes());
+        p[28..31].copy_from_slice(b"abc");
+        let u = udp(&p).unwrap();
+        assert_eq!((u.source_port, u.destination, u.payload), (51820, "10.0.0.2:4000".parse().unwrap(), &b"abc"[..]));
+        p[24..26].copy_from_slice(&200u16.to_be_bytes());
+        assert!(udp(&p).is_none(), "a UDP length beyond the packet");
+        p[9] = 6;
+        assert!(udp(&p).is_none(), "TCP is not UDP");
     }
 }
