@@ -1697,3 +1697,61 @@ fn udp_garbage_leaves_the_daemon_running_and_the_tunnel_working() {
     assert!(p.nb.ping("10.9.0.1", 3), "b -> a");
     assert_eq!(errno(&uapi(&p.a.ifname, "get=1\n\n")), 0, "the UAPI still answers");
 }
+
+/// A container host: /proc/sys is read-only, and src_valid_mark is already 1 (set by the host).
+/// `veil up` of a /0 tunnel must not try to write it (wg-quick does not either).
+#[test]
+fn veil_up_of_a_full_tunnel_works_with_proc_sys_read_only_when_src_valid_mark_is_set() {
+    let test = "veil_up_of_a_full_tunnel_works_with_proc_sys_read_only_when_src_valid_mark_is_set";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new("cro");
+    ns.sh("sysctl -q -w net.ipv4.conf.all.src_valid_mark=1");
+    let dir = TempDir::new();
+    let name = unique("vro");
+    let conf = full_tunnel_conf(&dir, &name, "true");
+    let (ok, out) = run_in(
+        &ns,
+        &format!(
+            "unshare -m sh -c 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
+             && ! sh -c \"echo 1 > /proc/sys/net/ipv4/conf/all/src_valid_mark\" 2>/dev/null && {} up {conf}'",
+            veil()
+        ),
+    );
+    assert!(ok, "{test}: veil up failed with /proc/sys read-only:\n{out}");
+    assert!(!out.contains("src_valid_mark"), "{test}: it touched src_valid_mark:\n{out}");
+    veil_down(&ns, &conf);
+}
+
+/// Two configurations with the same ListenPort: the second `veil up` says the port is in use
+/// and by which interface, not a raw errno (-98).
+#[test]
+fn veil_up_says_which_interface_holds_a_busy_listen_port() {
+    let test = "veil_up_says_which_interface_holds_a_busy_listen_port";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new("cbp");
+    let dir = TempDir::new();
+    let conf = |name: &str| {
+        dir.conf(
+            name,
+            &format!(
+                "[Interface]\nPrivateKey = {}\nListenPort = 51999\nAddress = 10.143.0.1/24\n\n[Peer]\nPublicKey = {}\n\
+                 AllowedIPs = 10.143.0.2/32\n",
+                keys().private,
+                keys().public
+            ),
+        )
+    };
+    let (first, second) = (unique("vbp"), unique("vbq"));
+    let (c1, c2) = (conf(&first), conf(&second));
+    veil_up(&ns, &c1);
+    let (ok, out) = run_in(&ns, &format!("{} up {c2}", veil()));
+    assert!(!ok, "{test}: the second veil up succeeded on a busy port:\n{out}");
+    assert!(out.contains("UDP port 51999 (ListenPort) is already in use"), "{test}: no word of the busy port:\n{out}");
+    assert!(out.contains(&format!("interface {first}")), "{test}: it does not name {first}:\n{out}");
+    assert!(!out.contains("errno -98"), "{test}: a raw errno:\n{out}");
+    veil_down(&ns, &c1);
+}

@@ -93,10 +93,19 @@ pub fn add(ifname: &str, net: &ipnet::IpNet, table: u32) -> Result<(), String> {
         run("ip", &[f.flag(), "rule", "add", "not", "fwmark", &t, "table", &t])?;
         run("ip", &[f.flag(), "rule", "add", "table", "main", "suppress_prefixlength", "0"])?;
         if f == Family::V4 {
-            // Replies to the tunnel's marked UDP packets must pass reverse-path filtering.
-            say!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
-            std::fs::write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1")
-                .map_err(|e| format!("cannot set net.ipv4.conf.all.src_valid_mark: {e}"))?;
+            // Replies to the tunnel's marked UDP packets must pass reverse-path filtering. As
+            // wg-quick, written only when it is not 1 already: a container often has /proc/sys
+            // read-only, with the value set by its host.
+            const SRC_VALID_MARK: &str = "/proc/sys/net/ipv4/conf/all/src_valid_mark";
+            if std::fs::read_to_string(SRC_VALID_MARK).map(|v| v.trim() != "1").unwrap_or(true) {
+                say!("[#] sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+                std::fs::write(SRC_VALID_MARK, "1").map_err(|e| {
+                    format!(
+                        "cannot set net.ipv4.conf.all.src_valid_mark ({e}); a /0 tunnel needs it: set it to 1 \
+                         (on a container's host if /proc/sys is read-only here)"
+                    )
+                })?;
+            }
         }
         add_firewall(ifname, f, table)
     })();

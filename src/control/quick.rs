@@ -138,6 +138,37 @@ struct Progress {
     families: Vec<Family>,
 }
 
+/// Why the daemon refused the configuration, in words.
+fn refused(ifname: &str, errno: i32, cfg: &Config) -> String {
+    match (errno, cfg.interface.listen_port) {
+        (crate::device::uapi::EADDRINUSE, Some(port)) => format!(
+            "{ifname}: UDP port {port} (ListenPort) is already in use{}; choose another ListenPort, or stop what \
+             uses it",
+            port_user(port).map(|u| format!(" by {u}")).unwrap_or_default()
+        ),
+        (e, _) => format!("{ifname} refused the configuration (errno {e})"),
+    }
+}
+
+/// Who holds UDP `port` in this network namespace, if `ss` can tell: a tunnel daemon named with
+/// its interface (`veil (pid 123, interface wg1)`), else the process.
+fn port_user(port: u16) -> Option<String> {
+    let out = output("ss", &["-Hulnp", "sport", "=", &format!(":{port}")]);
+    // ... users:(("veil",pid=123,fd=7))
+    let users = out.split("users:((").nth(1)?;
+    let name = users.split('"').nth(1)?.to_string();
+    let pid: u32 = users.split("pid=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> =
+        cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    // veil, wireguard-go, boringtun and gotatun all take the interface name last.
+    let tunnel = ["veil", "wireguard-go", "boringtun", "boringtun-cli", "gotatun"].contains(&name.as_str());
+    Some(match args.last().filter(|_| tunnel && args.len() > 1) {
+        Some(iface) => format!("{name} (pid {pid}, interface {iface})"),
+        None => format!("{name} (pid {pid})"),
+    })
+}
+
 /// Everything of `veil up` between the daemon's start and the PostUp hooks, recorded in `done`
 /// as it goes. Stops with an error between steps once `signals` caught one.
 fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signals: &Interrupts) -> Result<(), String> {
@@ -162,7 +193,7 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
     say!("[#] configure {ifname} over its socket");
     match uapi_request(ifname, &format!("set=1\n{set}\n"))? {
         0 => {}
-        errno => return Err(format!("{ifname} refused the configuration (errno {errno})")),
+        errno => return Err(refused(ifname, errno, cfg)),
     }
     for addr in &cfg.interface.addresses {
         signals.check()?;
