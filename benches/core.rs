@@ -26,7 +26,7 @@ fn handshakes(c: &mut Criterion) {
     let t0 = Instant::now();
     let clock = WallClock::new(t0, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let (ka, kb) = (StaticSecret::from_bytes([1; 32]), StaticSecret::from_bytes([2; 32]));
-    let mut a = Interface::new(ka.clone(), Config::default(), clock, [1; 32]);
+    let mut a = Interface::new(ka.clone(), Config::default(), clock.clone(), [1; 32]);
     let mut b = Interface::new(kb.clone(), Config::default(), clock, [2; 32]);
     let pb = a.add_peer(kb.public_key()).unwrap();
     let _pa = b.add_peer(ka.public_key()).unwrap();

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::device::Shared;
 use crate::noise::{self, Interface, PeerId, Step};
@@ -86,7 +86,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         if shared.stopping() {
             return;
         }
-        let now = Instant::now();
+        let now = crate::sys::clock::now();
         let load = shared.under_load(now);
         let mut step = shared.with_core(|core, io| {
             let step = core.iface.receive_handshake(src, &datagram, now, load, io);
@@ -96,7 +96,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         while let Some(Step::Work(mut work)) = step {
             work.run();
             step = shared.with_core(|core, io| {
-                let step = core.iface.resume(work, Instant::now(), io);
+                let step = core.iface.resume(work, crate::sys::clock::now(), io);
                 log_done(&core.iface, src, &step);
                 step
             });

@@ -76,7 +76,7 @@ pub(crate) fn run(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generati
             }
             Ok(_) => {}
         }
-        let now = Instant::now();
+        let now = crate::sys::clock::now();
         classify(&shared, &mut rx);
         open(&mut rx, now);
         let wrote = deliver(&shared, &mut rx);

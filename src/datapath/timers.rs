@@ -3,7 +3,7 @@
 //! polls: with no timer armed it sleeps for an hour.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::device::{Io, NoOutput, Shared};
 
@@ -13,7 +13,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         if shared.stopping() {
             return;
         }
-        let now = Instant::now();
+        let now = crate::sys::clock::now();
         if core.has_key {
             let sockets = shared.sockets();
             let mut io = Io { sockets: &sockets, shared: &shared };
@@ -26,7 +26,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
         core = shared.finish_initiations(core);
         let next = core.iface.next_deadline();
         core.timer_wake = next;
-        let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
+        let wait =
+            next.map(|t| t.saturating_duration_since(crate::sys::clock::now())).unwrap_or(Duration::from_secs(3600));
         core = shared.timer_cv.wait_timeout(core, wait).unwrap_or_else(|e| e.into_inner()).0;
     }
 }

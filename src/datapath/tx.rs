@@ -97,7 +97,7 @@ pub(crate) struct Tx {
 
 impl Tx {
     pub fn new(mtu: usize, crypto: Option<Arc<super::workers::Pool>>) -> Tx {
-        Tx { batch: TxBatch::new(), sealer: Sealer::new(crypto), mtu, mtu_read: Instant::now() }
+        Tx { batch: TxBatch::new(), sealer: Sealer::new(crypto), mtu, mtu_read: crate::sys::clock::now() }
     }
 
     /// Moves up to `max` batches from the TUN to the sockets, stopping early when the TUN is
@@ -110,7 +110,7 @@ impl Tx {
                 break;
             }
             moved += n;
-            let now = Instant::now();
+            let now = crate::sys::clock::now();
             // The padding cap follows the TUN's MTU (`ip link set mtu` after start); reading it
             // is a system call, so at most once per MTU_REREAD while packets flow. (Where the TUN
             // was moved to another namespace it can no longer be read by name: the last value

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand_core::OsRng;
 
@@ -56,7 +56,7 @@ fn apply_locked(
     req: SetRequest,
     retired: &mut Option<Retired>,
 ) -> Result<(), UapiError> {
-    let now = Instant::now();
+    let now = crate::sys::clock::now();
     let fwmark = req.fwmark.unwrap_or(core.fwmark);
     let current_port = shared.sockets().port;
     let rebind = req.listen_port.filter(|&port| port != current_port || port == 0 && core.listen_port != 0);

@@ -192,7 +192,7 @@ impl Shared {
             core = self.lock();
             let sockets = self.sockets();
             let mut io = Io { sockets: &sockets, shared: self };
-            let now = Instant::now();
+            let now = crate::sys::clock::now();
             for w in work {
                 if core.has_key {
                     core.iface.send_initiation(w, now, &mut io);
@@ -207,6 +207,11 @@ impl Shared {
     pub fn wake_timers_if_earlier(&self, core: &Core) {
         let next = core.iface.next_deadline();
         if next.is_some() && (core.timer_wake.is_none() || next < core.timer_wake) {
+            self.timer_cv.notify_one();
+        }
+        // The timer thread's wait runs on the monotonic clock, which stops while the machine
+        // sleeps: after a resume it may still be waiting for a deadline already past.
+        if core.timer_wake.is_some_and(|w| w < crate::sys::clock::now()) {
             self.timer_cv.notify_one();
         }
     }

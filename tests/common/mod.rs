@@ -55,7 +55,7 @@ impl Pair {
         let t0 = Instant::now();
         let clock = WallClock::new(t0, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let (ka, kb) = (secret(1), secret(2));
-        let mut a = Interface::new(ka.clone(), config_a, clock, [11; 32]);
+        let mut a = Interface::new(ka.clone(), config_a, clock.clone(), [11; 32]);
         let mut b = Interface::new(kb.clone(), config_b, clock, [22; 32]);
         let pb = a.add_peer(kb.public_key()).unwrap();
         let pa = b.add_peer(ka.public_key()).unwrap();
