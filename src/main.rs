@@ -45,6 +45,9 @@ enum Command {
     /// Bring up an interface from a wg-quick config file (a path, or NAME for
     /// /etc/wireguard/NAME.conf), as `wg-quick up` does, with veil as the implementation:
     /// addresses, MTU, DNS (through resolvconf), routes, the /0 policy routing, hooks.
+    /// An endpoint's host name that fails to resolve for a temporary reason is tried again as
+    /// `wg` does (1 s, then 1.2x longer each time up to 20 s), WG_ENDPOINT_RESOLUTION_RETRIES
+    /// times (15 by default, `infinity` allowed).
     Up { config: String },
     /// Take down an interface brought up with `veil up` (or with wg-quick and a userspace
     /// implementation), following what the live interface has, not the file.

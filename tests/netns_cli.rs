@@ -1455,7 +1455,8 @@ fn veil_up_rejects_malformed_configs_and_leaves_nothing() {
         assert!(line_no > 0, "{what}: no line starts with {start}");
         let ifname = unique("vbad");
         let path = dir.conf(&ifname, &text);
-        let (ok, out) = run_in(&ns, &format!("{} up {path}", veil()));
+        // No DNS in the namespace: the lookup fails as temporary, which wg retries; not here.
+        let (ok, out) = run_in(&ns, &format!("env WG_ENDPOINT_RESOLUTION_RETRIES=0 {} up {path}", veil()));
         assert!(!ok, "{what}: veil up must fail:\n{out}");
         assert!(out.contains(&format!("{path}:{line_no}")), "{what}: the message names {path}:{line_no}:\n{out}");
         assert!(!out.contains("notakey") || what != "bad private key", "a bad key is not echoed:\n{out}");
@@ -1754,4 +1755,79 @@ fn veil_up_says_which_interface_holds_a_busy_listen_port() {
     assert!(out.contains(&format!("interface {first}")), "{test}: it does not name {first}:\n{out}");
     assert!(!out.contains("errno -98"), "{test}: a raw errno:\n{out}");
     veil_down(&ns, &c1);
+}
+
+/// A config whose endpoint is a host name, at a moment the name does not resolve yet (at boot,
+/// before the network): the lookup fails as temporary, and `veil up` tries again as `wg` does
+/// (after 1 s, then 1.2 times longer each time) instead of giving up. Here the name appears in
+/// /etc/hosts (a private copy) 1.5 s in, and the tunnel comes up with the right endpoint.
+#[test]
+fn veil_up_retries_an_endpoint_name_that_does_not_resolve_yet() {
+    let test = "veil_up_retries_an_endpoint_name_that_does_not_resolve_yet";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new("cdr");
+    let dir = TempDir::new();
+    let hosts = dir.file("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let ifname = unique("vdr");
+    let conf = dir.conf(
+        &ifname,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.144.0.1/24\n\n[Peer]\nPublicKey = {}\n\
+             AllowedIPs = 10.144.0.2/32\nEndpoint = peer-at-boot.test:51820\n",
+            keys().private,
+            keys().public
+        ),
+    );
+    let hosts_path = hosts.display().to_string();
+    let cmd = format!("unshare -m sh -c 'mount --bind {hosts_path} /etc/hosts && {} up {conf}'", veil());
+    let up = std::thread::spawn({
+        let ns_name = ns.name.clone();
+        move || {
+            let out =
+                std::process::Command::new("ip").args(["netns", "exec", &ns_name, "sh", "-c", &cmd]).output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.50.0.9 peer-at-boot.test\n").unwrap();
+    let (ok, out) = up.join().unwrap();
+    assert!(ok, "{test}: veil up gave up:\n{out}");
+    assert!(out.contains("Trying again in 1.00 seconds"), "{test}: no retry was announced:\n{out}");
+    let endpoints = ns.sh(&format!("wg show {ifname} endpoints"));
+    assert!(endpoints.contains("10.50.0.9:51820"), "{test}: endpoint not set from the name:\n{endpoints}");
+    veil_down(&ns, &conf);
+}
+
+/// A name that can never resolve (the resolver says so) fails at once, without retries.
+#[test]
+fn veil_up_fails_at_once_on_a_name_that_cannot_resolve() {
+    let test = "veil_up_fails_at_once_on_a_name_that_cannot_resolve";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new("cdp");
+    let dir = TempDir::new();
+    let ifname = unique("vdp");
+    let conf = dir.conf(
+        &ifname,
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.145.0.1/24\n\n[Peer]\nPublicKey = {}\n\
+             AllowedIPs = 10.145.0.2/32\nEndpoint = -no-such-name:51820\n",
+            keys().private,
+            keys().public
+        ),
+    );
+    let started = std::time::Instant::now();
+    let (ok, out) = run_in(&ns, &format!("{} up {conf}", veil()));
+    assert!(!ok, "{test}: veil up succeeded:\n{out}");
+    assert!(!out.contains("Trying again"), "{test}: a permanent failure was retried:\n{out}");
+    assert!(out.contains(&format!("{conf}:")), "{test}: the message names the file:\n{out}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{test}: took {:?}", started.elapsed());
+    assert_nothing_left(&ns, &ifname);
 }

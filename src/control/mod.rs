@@ -9,4 +9,5 @@ pub mod log;
 pub mod policy_routing;
 pub mod quick;
 pub mod resolvconf;
+pub mod resolve;
 pub mod show;

@@ -10,7 +10,7 @@
 //! rewritten from the live device if `SaveConfig = true`, DNS and policy rules removed, interface
 //! deleted (the daemon exits with it), PostDown hooks.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,15 +48,27 @@ fn link_exists(ifname: &str) -> bool {
 
 /// An endpoint's address: numeric (a link-local zone may be an interface name, as wg accepts),
 /// else resolved by name.
-fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
+/// An endpoint's address: a literal as it is, a host name resolved with wg's retries for
+/// temporary failures (see `resolve.rs`), the waits cut short by a signal.
+fn resolve(endpoint: &str, signals: &Interrupts) -> Result<SocketAddr, String> {
     if let Ok(addr) = crate::device::uapi::parse_endpoint(endpoint) {
         return Ok(addr);
     }
-    endpoint
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve endpoint {endpoint:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("endpoint {endpoint:?} resolves to no address"))
+    let bad = || format!("endpoint {endpoint:?} is not HOST:PORT");
+    let (host, port) = endpoint.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let retries = super::resolve::retries_from_env()?;
+    let wait = |d: Duration| {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            signals.check()?;
+            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+        }
+        signals.check()
+    };
+    super::resolve::resolve(host, port, super::resolve::delays(retries), wait, |m| say!("{m}"))
+        .map_err(|e| format!("cannot resolve endpoint {endpoint:?}: {e}"))
 }
 
 fn start_daemon(ifname: &str) -> Result<(), String> {
@@ -179,7 +191,7 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
     let failed = std::cell::RefCell::new(None);
     let set = cfg
         .to_uapi_set(&|e| {
-            resolve(e)
+            resolve(e, signals)
                 .inspect(|a| endpoints.borrow_mut().push(*a))
                 .inspect_err(|_| *failed.borrow_mut() = Some(e.to_string()))
         })
