@@ -196,7 +196,7 @@ fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
     }
     let (nx, ny, np) = (Netns::new("mvx"), Netns::new("mvy"), Netns::new("mvp"));
     // The underlay joins X and the peer; Y has nothing but the moved TUN.
-    link(&nx, &np, &["10.83.0.1/24"], &["10.83.0.2/24"]);
+    let (veth, _) = link(&nx, &np, &["10.83.0.1/24"], &["10.83.0.2/24"]);
     let m = endpoint(&nx, Impl::Veil, &[], "");
     let p = endpoint(&np, Impl::Veil, &["10.77.0.2/24"], "");
     p.listen(&np, 51821);
@@ -223,6 +223,19 @@ fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
     assert!(ping_all(&np, "10.77.0.1", 3, 56), "peer -> Y");
     let t = transfer(&m.ifname)[&p.keys.public];
     assert!(t.0 > 0 && t.1 > 0, "the moved interface's tunnel counters did not move: {t:?}");
+
+    // An MTU lowered in Y, where the daemon (in X) cannot see the interface by name: the
+    // padding follows at once (it used to keep the old MTU for good). 1352 bytes of ICMP payload
+    // make 1380-byte packets: 16 + 1380 + 16 bytes of UDP payload, not 1392 padded.
+    ny.sh(&format!("ip link set dev {} mtu 1380", m.ifname));
+    std::thread::sleep(Duration::from_millis(50));
+    let mut dump = Capture::start(&nx, &veth, "udp and src host 10.83.0.1 and udp[8] = 4 and greater 1300");
+    assert!(ping_all(&ny, "-M do 10.77.0.2", 3, 1352), "full-size pings at the new MTU");
+    dump.stop();
+    let lengths: Vec<String> =
+        dump.lines("").iter().filter_map(|l| l.split("length ").nth(1).map(str::to_string)).collect();
+    assert!(!lengths.is_empty(), "no full-size data messages captured: {:?}", dump.lines(""));
+    assert!(lengths.iter().all(|l| l == "1412"), "UDP payload lengths {lengths:?}, want 1412 (MTU 1380)");
 }
 
 // ---------------------------------------------------------------------------------------------

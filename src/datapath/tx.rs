@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::device::Shared;
-use crate::device::configure::follow_mtu;
 use crate::noise::messages::{self, DATA_HEADER_LEN};
 use crate::noise::{PeerId, SealPlan, ip};
 use crate::sys::tun::{MAX_READ, MAX_SEGMENTS};
@@ -25,8 +24,6 @@ use super::workers::Sealer;
 pub const OFFSET: usize = DATA_HEADER_LEN;
 /// Packets per batch: a batch ends when fewer than one read's worth of buffers are left.
 pub const BATCH: usize = 2 * MAX_SEGMENTS;
-/// How often, at most, the TUN's MTU is read again while packets flow.
-const MTU_REREAD: Duration = Duration::from_secs(1);
 /// How long the thread sleeps in `poll` before looking at the stop flag again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -91,13 +88,11 @@ impl TxBatch {
 pub(crate) struct Tx {
     batch: TxBatch,
     sealer: Sealer,
-    mtu: usize,
-    mtu_read: Instant,
 }
 
 impl Tx {
-    pub fn new(mtu: usize, crypto: Option<Arc<super::workers::Pool>>) -> Tx {
-        Tx { batch: TxBatch::new(), sealer: Sealer::new(crypto), mtu, mtu_read: crate::sys::clock::now() }
+    pub fn new(crypto: Option<Arc<super::workers::Pool>>) -> Tx {
+        Tx { batch: TxBatch::new(), sealer: Sealer::new(crypto) }
     }
 
     /// Moves up to `max` batches from the TUN to the sockets, stopping early when the TUN is
@@ -111,21 +106,8 @@ impl Tx {
             }
             moved += n;
             let now = crate::sys::clock::now();
-            // The padding cap follows the TUN's MTU (`ip link set mtu` after start); reading it
-            // is a system call, so at most once per MTU_REREAD while packets flow. (Where the TUN
-            // was moved to another namespace it can no longer be read by name: the last value
-            // stays.)
-            let new_mtu = if now.duration_since(self.mtu_read) >= MTU_REREAD {
-                self.mtu_read = now;
-                shared.tun.mtu().ok().map(usize::from).filter(|&m| m != self.mtu)
-            } else {
-                None
-            };
             route(shared, &mut self.batch);
-            plan(shared, &mut self.batch, new_mtu, now);
-            if let Some(m) = new_mtu {
-                self.mtu = m;
-            }
+            plan(shared, &mut self.batch, now);
             seal(&mut self.batch, &mut self.sealer);
             send(shared, &self.batch);
         }
@@ -243,13 +225,10 @@ fn drop_loops(
 
 /// Takes the core's lock once for the batch: each peer's share gets a plan (counters reserved)
 /// or, without a session, goes to the core packet by packet to wait for the handshake.
-fn plan(shared: &Shared, batch: &mut TxBatch, new_mtu: Option<usize>, now: Instant) {
+fn plan(shared: &Shared, batch: &mut TxBatch, now: Instant) {
     let TxBatch { groups, active, bufs, sizes, suspect, count, .. } = batch;
     let any_suspect = suspect[..*count].iter().any(|&s| s);
     let planned = shared.with_core(|core, io| {
-        if let Some(mtu) = new_mtu {
-            follow_mtu(&mut core.iface, mtu);
-        }
         for g in &mut groups[..*active] {
             if any_suspect {
                 let endpoint = core.iface.peer(g.peer).and_then(|p| p.endpoint());

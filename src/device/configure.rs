@@ -86,9 +86,6 @@ fn apply_locked(
         core.listen_port = port;
     }
     core.fwmark = fwmark;
-    if let Ok(mtu) = shared.tun.mtu() {
-        follow_mtu(&mut core.iface, mtu as usize);
-    }
     let mut routing = shared.routing.write().unwrap_or_else(|e| e.into_inner());
     if let Some(key) = req.private_key {
         match key {
@@ -191,9 +188,11 @@ impl Retired {
     }
 }
 
-/// Caps the padding of data messages at `mtu` from now on (the TUN's MTU, read again).
+/// Caps the padding of data messages at `mtu` from now on (the TUN's MTU, as `sys::link`
+/// reports it).
 pub(crate) fn follow_mtu(iface: &mut Interface, mtu: usize) {
     if iface.config().mtu != mtu {
+        tracing::debug!("the tunnel's MTU is now {mtu}: padding capped at it");
         let config = Config { mtu, ..iface.config().clone() };
         iface.set_config(config);
     }

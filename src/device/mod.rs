@@ -242,7 +242,7 @@ impl Device {
         let sessions = iface.index_reader();
         let sockets = Arc::new(Sockets::bind(0, 0)?);
         let crypto = datapath::workers::Pool::start(datapath::workers::Pool::default_helpers())?;
-        let tx = datapath::tx::Tx::new(iface.config().mtu, crypto.clone());
+        let tx = datapath::tx::Tx::new(crypto.clone());
         let shared = Arc::new(Shared {
             core: Mutex::new(Core { iface, has_key: false, listen_port: 0, fwmark: 0, timer_wake: None }),
             timer_cv: Condvar::new(),
@@ -269,6 +269,13 @@ impl Device {
         let s = shared.clone();
         thread::Builder::new().name("veil-timers".into()).spawn(move || datapath::timers::run(s))?;
         *shared.readers.lock().unwrap_or_else(|e| e.into_inner()) = spawn_udp_readers(&shared, sockets, 0)?;
+        // The padding cap follows the TUN's MTU the moment it changes, wherever the TUN is.
+        let weak = Arc::downgrade(&shared);
+        crate::sys::link::follow(shared.tun.raw_fd(), move |mtu| {
+            if let Some(s) = weak.upgrade() {
+                configure::follow_mtu(&mut s.lock().iface, mtu);
+            }
+        })?;
         Ok(Device { shared })
     }
 

@@ -109,6 +109,11 @@ impl Tun {
         self.dev.mtu()
     }
 
+    /// The TUN's file descriptor (to follow its link, see [`super::link`]).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.dev.as_raw_fd()
+    }
+
     /// Reads one packet or super-segment without blocking and splits it into `bufs`, each
     /// packet at `offset` in its buffer (room for a header in front); its length goes to
     /// `sizes`. Returns how many packets; `WouldBlock` when nothing is waiting. `bufs` should
