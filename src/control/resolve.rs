@@ -85,7 +85,8 @@ mod tests {
         assert_eq!(d.len(), 15);
         assert_eq!(d[0], 1.0);
         assert!((d[1] - 1.2).abs() < 1e-9 && (d[2] - 1.44).abs() < 1e-9);
-        assert_eq!(*d.last().unwrap(), 20.0, "capped at 20 s");
+        assert!((d[14] - 1.2f64.powi(14)).abs() < 1e-6, "the 15th wait is 1.2^14 s: {}", d[14]);
+        assert_eq!(delays(Some(30)).last().unwrap(), Duration::from_secs(20), "capped at 20 s");
         assert_eq!(delays(Some(0)).count(), 0);
         assert_eq!(delays(None).take(1000).count(), 1000, "infinity");
     }
