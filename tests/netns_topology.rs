@@ -185,6 +185,49 @@ fn roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows(
     assert!(stream.terminate(Duration::from_secs(5)), "the ping stream did not stop");
 }
 
+/// A's underlay has two addresses; B reaches A at the secondary one. A's answers must leave
+/// from that address (not the primary the kernel would pick), so B's endpoint for A stays put;
+/// once the address is removed, A's datagrams leave from the one left and B follows there.
+#[test]
+fn replies_leave_from_the_address_the_peer_reached_and_fall_over_when_it_goes() {
+    if !require_root("replies_leave_from_the_address_the_peer_reached_and_fall_over_when_it_goes") {
+        return;
+    }
+    let (na, nb) = (Netns::new("ssa"), Netns::new("ssb"));
+    let (va, vb) = link(&na, &nb, &["10.84.0.1/24", "10.84.0.5/24"], &["10.84.0.2/24"]);
+    let a = endpoint(&na, Impl::Veil, &["10.78.0.1/24"], "");
+    let b = endpoint(&nb, Impl::Veil, &["10.78.0.2/24"], "");
+    a.listen(&na, 51820);
+    b.listen(&nb, 51821);
+    // A learns B's endpoint from B's packets; B reaches A at A's secondary address.
+    a.add_peer(&na, &b, "10.78.0.2/32", None, None);
+    b.add_peer(&nb, &a, "10.78.0.1/32", Some("10.84.0.5:51820"), None);
+
+    let mut cap = Capture::start(&nb, &vb, "udp and src port 51820");
+    assert!(ping_all(&nb, "10.78.0.1", 5, 56), "b -> a through the secondary address");
+    assert!(ping_all(&na, "10.78.0.2", 5, 56), "a -> b once a knows b's endpoint");
+    cap.stop();
+    let from_a = cap.lines("udp and src port 51820");
+    assert!(from_a.len() >= 10, "too few datagrams from a captured: {from_a:?}");
+    let stray: Vec<_> = from_a.iter().filter(|l| !l.contains("10.84.0.5.51820 >")).collect();
+    assert!(stray.is_empty(), "a answered from another address than the one b reached: {stray:?}");
+    assert_eq!(
+        endpoints(&b.ifname).get(&a.keys.public).map(String::as_str),
+        Some("10.84.0.5:51820"),
+        "b's endpoint for a moved"
+    );
+
+    // The address goes: A's next datagrams leave from the one left, and B follows before it
+    // answers (its first reply must not go to the address that is gone: every ping counts).
+    na.sh(&format!("ip addr del 10.84.0.5/24 dev {va}"));
+    assert!(ping_all(&na, "10.78.0.2", 3, 56), "a -> b after its address was removed");
+    let followed = wait_until(Duration::from_secs(5), || {
+        endpoints(&b.ifname).get(&a.keys.public).map(String::as_str) == Some("10.84.0.1:51820")
+    });
+    assert!(followed, "b's endpoint for a did not move to 10.84.0.1: {:?}", endpoints(&b.ifname));
+    assert!(ping_all(&nb, "10.78.0.1", 3, 56), "b -> a after the fall-over");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. TUN moved into another namespace
 // ---------------------------------------------------------------------------------------------

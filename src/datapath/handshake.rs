@@ -6,12 +6,12 @@
 //! same 1/8 of 4096).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::device::Shared;
+use crate::device::{Reply, Shared};
 use crate::noise::{self, Interface, PeerId, Step};
 
 /// Capacity of the handshake queue.
@@ -21,8 +21,8 @@ pub const UNDER_LOAD_AT: usize = QUEUE / 8;
 /// Once under load, stay so for this long.
 pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 
-/// A handshake message and its sender.
-type Job = (SocketAddr, Vec<u8>);
+/// A handshake message, its sender and the local address it was sent to.
+type Job = (SocketAddr, Option<IpAddr>, Vec<u8>);
 
 /// The bounded queue between the UDP readers and the handshake thread. It holds only what is
 /// queued (a preallocated channel of 4096 slots would keep 256 KiB resident in an idle daemon).
@@ -63,7 +63,7 @@ impl Queue {
 
 /// Queues a handshake message for the handshake thread; false when the queue is full (the
 /// message is dropped: the queue is the flood limit) or closed.
-pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, message: &[u8]) -> bool {
+pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, dst: Option<IpAddr>, message: &[u8]) -> bool {
     let q = &shared.handshakes;
     let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());
     if jobs.1 || jobs.0.len() >= QUEUE {
@@ -71,7 +71,7 @@ pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, message: &[u8]) -> bool 
         shared.drops.handshake_queue_full.fetch_add(1, Ordering::Relaxed);
         return false;
     }
-    jobs.0.push_back((src, message.to_vec()));
+    jobs.0.push_back((src, dst, message.to_vec()));
     q.len.store(jobs.0.len(), Ordering::Relaxed);
     drop(jobs);
     q.ready.notify_one();
@@ -82,20 +82,27 @@ pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, message: &[u8]) -> bool 
 /// ([`crate::noise::HandshakeWork`]): the lock is held only to check the message and to apply
 /// the result, a few microseconds each, so the data path never waits behind ~150 us of X25519.
 pub(crate) fn run(shared: Arc<Shared>) {
-    while let Some((src, datagram)) = shared.handshakes.pop() {
+    while let Some((src, dst, datagram)) = shared.handshakes.pop() {
         if shared.stopping() {
             return;
         }
         let now = crate::sys::clock::now();
         let load = shared.under_load(now);
+        // A cookie reply leaves from the address the message reached; nothing is learnt from it.
+        let reply = |learn| dst.filter(|d| !d.is_unspecified()).map(|from| Reply { to: src, from, learn });
         let mut step = shared.with_core(|core, io| {
+            io.reply = reply(false);
             let step = core.iface.receive_handshake(src, &datagram, now, load, io);
             log_done(&core.iface, src, &step);
             step
         });
         while let Some(Step::Work(mut work)) = step {
             work.run();
+            // The core answers only a message that decrypted and passed the replay checks: its
+            // answer (a response, or the keepalive after ours) leaves from the address the
+            // message reached, which becomes the peer's source.
             step = shared.with_core(|core, io| {
+                io.reply = reply(true);
                 let step = core.iface.resume(work, crate::sys::clock::now(), io);
                 log_done(&core.iface, src, &step);
                 step

@@ -29,6 +29,8 @@ struct Met {
     peer: PeerId,
     received: ReceivedData,
     authenticated: bool,
+    /// The local address the last authenticated datagram was sent to.
+    local: Option<std::net::IpAddr>,
 }
 
 /// One reader thread's buffers, allocated once.
@@ -79,8 +81,11 @@ pub(crate) fn run(shared: Arc<Shared>, sockets: Arc<Sockets>, v6: bool, generati
         let now = crate::sys::clock::now();
         classify(&shared, &mut rx);
         open(&mut rx, now);
-        let wrote = deliver(&shared, &mut rx);
+        // The bookkeeping first, as the kernel's WireGuard updates a roaming peer's endpoint
+        // before it delivers: what the kernel answers to these packets must go to the address
+        // they came from, not the one before.
         account(&shared, &mut rx, now);
+        let wrote = deliver(&shared, &mut rx);
         if wrote {
             answer(&shared);
         }
@@ -101,7 +106,7 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
             let (index, counter) = match messages::parse(datagram) {
                 Ok(Message::Data(d)) => (d.receiver(), d.counter()),
                 Ok(_) => {
-                    handshake::enqueue(shared, meta.src, datagram);
+                    handshake::enqueue(shared, meta.src, meta.dst, datagram);
                     continue;
                 }
                 Err(_) => continue,
@@ -118,6 +123,7 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
                         peer,
                         received: ReceivedData { index, src: meta.src, bytes: 0, packets: 0 },
                         authenticated: false,
+                        local: None,
                     });
                     rx.sessions.push(session.clone());
                     rx.met.len() - 1
@@ -139,8 +145,10 @@ fn open(rx: &mut RxBatch, now: Instant) {
         // Authenticated.
         let met = &mut rx.met[item.session];
         met.authenticated = true;
+        let meta = rx.recv.get_mut(item.buf).1;
+        met.local = meta.dst;
         let r = &mut met.received;
-        r.src = rx.recv.get_mut(item.buf).1.src;
+        r.src = meta.src;
         r.bytes += item.len as u64;
         r.packets += u64::from(plain > 0);
     }
@@ -217,6 +225,9 @@ fn deliver(shared: &Shared, rx: &mut RxBatch) -> bool {
 fn account(shared: &Shared, rx: &mut RxBatch, now: Instant) {
     if !rx.met.iter().any(|m| m.authenticated) {
         return;
+    }
+    for met in rx.met.iter().filter(|m| m.authenticated) {
+        shared.learn_source(met.received.src, met.local);
     }
     shared.with_core(|core, io| {
         for met in rx.met.iter().filter(|m| m.authenticated) {

@@ -16,7 +16,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let now = crate::sys::clock::now();
         if core.has_key {
             let sockets = shared.sockets();
-            let mut io = Io { sockets: &sockets, shared: &shared };
+            let mut io = Io { sockets: &sockets, shared: &shared, reply: None };
             core.iface.tick(now, &mut io);
         } else {
             // Without a private key nothing may be sent, but due timers still run (and clear).

@@ -280,8 +280,11 @@ fn send(shared: &Shared, batch: &TxBatch) {
                 n += 1;
             }
         }
-        if let Err(e) = sockets.send_batch(plan.endpoint, &datagrams[..n]) {
-            tracing::trace!("send to {}: {e}", plan.endpoint);
+        let from = shared.source_for(plan.endpoint);
+        match sockets.send_batch(plan.endpoint, from, &datagrams[..n]) {
+            Ok(crate::sys::udp::Source::Dropped) => shared.forget_source(plan.endpoint),
+            Ok(crate::sys::udp::Source::Kept) => {}
+            Err(e) => tracing::trace!("send to {}: {e}", plan.endpoint),
         }
     }
 }

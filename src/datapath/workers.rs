@@ -391,7 +391,7 @@ mod tests {
                 sent.push(p);
             }
             let refs: Vec<&[u8]> = train.iter().map(Vec::as_slice).collect();
-            from.send_batch(SocketAddr::from((Ipv4Addr::LOCALHOST, sink.port)), &refs).unwrap();
+            from.send_batch(SocketAddr::from((Ipv4Addr::LOCALHOST, sink.port)), None, &refs).unwrap();
         }
         let mut batch = RecvBatch::default();
         let sock = sink.v4.as_ref().unwrap();

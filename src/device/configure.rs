@@ -158,7 +158,7 @@ fn apply_locked(
     let sockets = shared.sockets();
     for (id, interval) in keepalives {
         let _ = if core.has_key {
-            let mut io = Io { sockets: &sockets, shared };
+            let mut io = Io { sockets: &sockets, shared, reply: None };
             core.iface.set_persistent_keepalive(id, interval, now, &mut io)
         } else {
             core.iface.set_persistent_keepalive(id, interval, now, &mut NoOutput)

@@ -18,7 +18,8 @@ pub(crate) mod configure;
 pub mod uapi;
 mod uapi_server;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -30,11 +31,14 @@ use rand_core::{OsRng, RngCore};
 use crate::datapath;
 use crate::noise::{Config, IndexReader, Interface, Output, PeerId, StaticSecret, WallClock, ip};
 use crate::sys::tun::Tun;
-use crate::sys::udp::Sockets;
+use crate::sys::udp::{Sockets, Source};
 use allowed_ips::AllowedIps;
 
 /// Why the device stopped.
 pub type ExitReason = String;
+
+/// Most remote endpoints whose local address is remembered at once.
+const MAX_SOURCES: usize = 65536;
 
 /// The protocol core and the settings that go with it (behind `Shared::core`).
 pub(crate) struct Core {
@@ -89,6 +93,9 @@ pub(crate) struct Shared {
     pub crypto: Option<Arc<datapath::workers::Pool>>,
     /// The outbound side (the TUN thread's, lent to a UDP thread now and then; see `tx.rs`).
     pub tx: Mutex<datapath::tx::Tx>,
+    /// The local address each remote endpoint last reached us at (authenticated), which
+    /// datagrams to it leave from.
+    sources: RwLock<HashMap<SocketAddr, IpAddr>>,
     /// UAPI connections being served.
     pub uapi_connections: AtomicUsize,
 }
@@ -104,12 +111,35 @@ pub struct Device {
 pub(crate) struct Io<'a> {
     pub sockets: &'a Sockets,
     pub shared: &'a Shared,
+    /// Set while a received handshake message is handled: datagrams to its sender leave from
+    /// the local address it was sent to (kernel `wg_socket_set_peer_endpoint_from_skb`).
+    pub reply: Option<Reply>,
+}
+
+/// The sender of a handshake message being handled and the local address it reached.
+#[derive(Clone, Copy)]
+pub(crate) struct Reply {
+    pub to: SocketAddr,
+    pub from: IpAddr,
+    /// Whether the message is authentic (its answer is then the peer's source from now on).
+    pub learn: bool,
 }
 
 impl Output for Io<'_> {
     fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-        if let Err(e) = self.sockets.send_to(datagram, to) {
-            tracing::trace!("send to {to}: {e}");
+        let from = match self.reply {
+            Some(r) if r.to == to => {
+                if r.learn {
+                    self.shared.learn_source(to, Some(r.from));
+                }
+                Some(r.from)
+            }
+            _ => self.shared.source_for(to),
+        };
+        match self.sockets.send_to(datagram, to, from) {
+            Ok(Source::Dropped) => self.shared.forget_source(to),
+            Ok(Source::Kept) => {}
+            Err(e) => tracing::trace!("send to {to}: {e}"),
         }
     }
 
@@ -144,6 +174,32 @@ impl Shared {
         self.sockets.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The local address datagrams to `to` leave from: the one `to` last reached us at
+    /// (the kernel's WireGuard keeps it per peer the same way).
+    pub fn source_for(&self, to: SocketAddr) -> Option<IpAddr> {
+        self.sources.read().unwrap_or_else(|e| e.into_inner()).get(&to).copied()
+    }
+
+    /// Remembers that `from` reached us at `local` (an authenticated datagram).
+    pub fn learn_source(&self, from: SocketAddr, local: Option<IpAddr>) {
+        let Some(local) = local.filter(|l| !l.is_unspecified()) else { return };
+        if self.source_for(from) == Some(local) {
+            return;
+        }
+        let mut sources = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        // Bounded: endpoints of roaming peers come and go; forgetting all is harmless (the
+        // kernel then picks a source until a peer's next datagram).
+        if sources.len() >= MAX_SOURCES {
+            sources.clear();
+        }
+        sources.insert(from, local);
+    }
+
+    /// Forgets the source for `to` (it is no longer one of our addresses).
+    pub fn forget_source(&self, to: SocketAddr) {
+        self.sources.write().unwrap_or_else(|e| e.into_inner()).remove(&to);
+    }
+
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -169,7 +225,7 @@ impl Shared {
         }
         // Taken under the lock: sockets replaced by a set request are never used afterwards.
         let sockets = self.sockets();
-        let mut io = Io { sockets: &sockets, shared: self };
+        let mut io = Io { sockets: &sockets, shared: self, reply: None };
         let r = f(&mut core, &mut io);
         let core = self.finish_initiations(core);
         self.wake_timers_if_earlier(&core);
@@ -191,7 +247,7 @@ impl Shared {
             }
             core = self.lock();
             let sockets = self.sockets();
-            let mut io = Io { sockets: &sockets, shared: self };
+            let mut io = Io { sockets: &sockets, shared: self, reply: None };
             let now = crate::sys::clock::now();
             for w in work {
                 if core.has_key {
@@ -260,6 +316,7 @@ impl Device {
             drops: Drops::default(),
             crypto,
             tx: Mutex::new(tx),
+            sources: RwLock::new(HashMap::new()),
             uapi_connections: AtomicUsize::new(0),
         });
         let s = shared.clone();

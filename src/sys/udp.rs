@@ -17,7 +17,7 @@
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,6 +44,15 @@ pub struct Socket {
     sock: UdpSocket,
     /// Sends may use UDP GSO (cleared when the kernel says the device cannot).
     gso: AtomicBool,
+}
+
+/// What became of the source address a send asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Used as asked (or none was asked for).
+    Kept,
+    /// No longer one of ours: the datagrams left from where the kernel chose.
+    Dropped,
 }
 
 /// The pair of sockets bound to one port.
@@ -86,6 +95,12 @@ fn open(domain: Domain, addr: SocketAddr, fwmark: u32) -> io::Result<Socket> {
     s.bind(&addr.into())?;
     // GRO: datagrams of one flow arrive coalesced. Without it each arrives alone.
     let _ = setsockopt_int(&s, libc::SOL_UDP, UDP_GRO, 1);
+    // The local address each datagram was sent to, so replies leave from it.
+    let _ = if domain == Domain::IPV6 {
+        setsockopt_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+    } else {
+        setsockopt_int(&s, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    };
     // GSO: probe with the socket option, then clear it (sends set the size per message).
     let gso = setsockopt_int(&s, libc::SOL_UDP, UDP_SEGMENT, 1200).is_ok()
         && setsockopt_int(&s, libc::SOL_UDP, UDP_SEGMENT, 0).is_ok();
@@ -138,14 +153,16 @@ impl Sockets {
         sock.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no socket for this address family"))
     }
 
-    /// Sends one datagram on the socket of the destination's family.
-    pub fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.for_addr(&to)?.sock.send_to(datagram, to)
+    /// Sends one datagram on the socket of the destination's family, from `from` if given (see
+    /// [`Socket::send_batch`]).
+    pub fn send_to(&self, datagram: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<Source> {
+        self.for_addr(&to)?.send_batch(to, from, &[datagram])
     }
 
-    /// Sends datagrams to `to`, in order, in as few system calls as the kernel allows.
-    pub fn send_batch(&self, to: SocketAddr, datagrams: &[&[u8]]) -> io::Result<()> {
-        self.for_addr(&to)?.send_batch(to, datagrams)
+    /// Sends datagrams to `to`, in order, in as few system calls as the kernel allows, from
+    /// `from` if given (see [`Socket::send_batch`]).
+    pub fn send_batch(&self, to: SocketAddr, from: Option<IpAddr>, datagrams: &[&[u8]]) -> io::Result<Source> {
+        self.for_addr(&to)?.send_batch(to, from, datagrams)
     }
 
     pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
@@ -171,6 +188,8 @@ pub struct RecvMeta {
     pub src: SocketAddr,
     /// Size of each datagram in the buffer (the last may be shorter); `len` without GRO.
     pub segment: usize,
+    /// The local address the datagrams were sent to (where the sender reached us).
+    pub dst: Option<IpAddr>,
 }
 
 /// Buffers and kernel structures for `recvmmsg`, allocated once per reader thread. The
@@ -181,7 +200,7 @@ pub struct RecvBatch {
     /// `None` while a buffer is lent out (see [`RecvBatch::lend`]).
     bufs: Vec<Option<RecvBuf>>,
     names: Vec<MaybeUninit<libc::sockaddr_storage>>,
-    ctrls: Vec<[u64; 8]>,
+    ctrls: Vec<[u64; 16]>,
     meta: Vec<RecvMeta>,
     count: usize,
 }
@@ -193,7 +212,7 @@ impl Default for RecvBatch {
                 .map(|_| Some(RecvBuf { data: Box::new_uninit_slice(RECV_BUF_LEN), len: 0 }))
                 .collect(),
             names: vec![MaybeUninit::zeroed(); RECV_BATCH],
-            ctrls: vec![[0u64; 8]; RECV_BATCH],
+            ctrls: vec![[0u64; 16]; RECV_BATCH],
             meta: Vec::with_capacity(RECV_BATCH),
             count: 0,
         }
@@ -276,21 +295,109 @@ fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<So
     }
 }
 
-/// The GRO segment size in a received message's control data, if there is one.
-fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+/// What a received message's control data says: its GRO segment size and the local address
+/// it was sent to.
+fn control(hdr: &libc::msghdr) -> (Option<usize>, Option<IpAddr>) {
+    let (mut segment, mut dst) = (None, None);
     // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk the control buffer it
-    // points to within `msg_controllen`, and each header they return lies inside it.
+    // points to within `msg_controllen`, each header they return lies inside it, and each data
+    // read is of the type the (level, type) pair says the kernel put there (read unaligned).
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let data = libc::CMSG_DATA(c).cast::<libc::c_int>().read_unaligned();
-                return usize::try_from(data).ok().filter(|&s| s > 0);
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_UDP, UDP_GRO) => {
+                    segment = usize::try_from(data.cast::<libc::c_int>().read_unaligned()).ok().filter(|&s| s > 0)
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    None
+    (segment, dst)
+}
+
+/// Control messages for a send, built in an aligned buffer.
+struct Control {
+    buf: [u64; 12],
+    len: usize,
+}
+
+impl Control {
+    fn new() -> Self {
+        Control { buf: [0; 12], len: 0 }
+    }
+
+    /// Appends one control message carrying `data`.
+    fn push(&mut self, level: libc::c_int, kind: libc::c_int, data: &[u8]) {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(data.len() as u32) as usize, libc::CMSG_LEN(data.len() as u32)) };
+        assert!(self.len + space <= size_of::<[u64; 12]>(), "control buffer too small");
+        // SAFETY: `self.len` is a multiple of 8 (CMSG_SPACE rounds up to it), so the header
+        // lands aligned inside `buf`, and the data after it (at CMSG_DATA) fits in `space`, which
+        // the assertion checked.
+        unsafe {
+            let c = self.buf.as_mut_ptr().cast::<u8>().add(self.len).cast::<libc::cmsghdr>();
+            (*c).cmsg_len = len as _;
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = kind;
+            std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+        }
+        self.len += space;
+    }
+
+    /// The GSO segment size.
+    fn segment(&mut self, seg: u16) {
+        self.push(libc::SOL_UDP, UDP_SEGMENT, &seg.to_ne_bytes());
+    }
+
+    /// The source address (of the socket's family) the datagrams leave from.
+    fn source(&mut self, src: IpAddr) {
+        match src {
+            IpAddr::V4(a) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(a).to_be() },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                self.push(libc::IPPROTO_IP, libc::IP_PKTINFO, bytes_of(&info));
+            }
+            IpAddr::V6(a) => {
+                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: a.octets() }, ipi6_ifindex: 0 };
+                self.push(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, bytes_of(&info));
+            }
+        }
+    }
+
+    /// Points `hdr` at the messages (none: no control data).
+    fn attach(&mut self, hdr: &mut libc::msghdr) {
+        if self.len > 0 {
+            hdr.msg_control = self.buf.as_mut_ptr().cast();
+            hdr.msg_controllen = self.len as _;
+        }
+    }
+}
+
+/// The bytes of a plain C struct (no padding that matters: the kernel reads the fields).
+fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `v` is a live `T`; reading its `size_of::<T>()` bytes is in bounds. The pktinfo
+    // structs used here have no padding.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// Whether a send failed because its source address is no longer ours (removed, or moved to
+/// another interface): it should go again without one.
+fn source_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) | Some(libc::ENETUNREACH))
 }
 
 impl Socket {
@@ -312,7 +419,7 @@ impl Socket {
             h.msg_iov = iov;
             h.msg_iovlen = 1;
             h.msg_control = batch.ctrls[i].as_mut_ptr().cast();
-            h.msg_controllen = size_of::<[u64; 8]>() as _;
+            h.msg_controllen = size_of::<[u64; 16]>() as _;
         }
         let n = loop {
             // SAFETY: every header points at live buffers owned by `batch` (names, control,
@@ -346,8 +453,8 @@ impl Socket {
                 break;
             };
             let len = h.msg_len as usize;
-            let segment = gro_segment(&h.msg_hdr).unwrap_or(len);
-            batch.meta.push(RecvMeta { len, src, segment });
+            let (segment, dst) = control(&h.msg_hdr);
+            batch.meta.push(RecvMeta { len, src, segment: segment.unwrap_or(len), dst });
             if let Some(buf) = batch.bufs[i].as_mut() {
                 buf.len = len.min(buf.data.len());
             }
@@ -359,8 +466,19 @@ impl Socket {
     }
 
     /// Sends datagrams to `to` in order: runs of equal size (the last of a run may be shorter)
-    /// in one GSO `sendmsg` each, the datagrams between runs through `sendmmsg`.
-    pub fn send_batch(&self, to: SocketAddr, datagrams: &[&[u8]]) -> io::Result<()> {
+    /// in one GSO `sendmsg` each, the datagrams between runs through `sendmmsg`. With `from`,
+    /// they leave from that local address (`IP_PKTINFO`/`IPV6_PKTINFO`), the one the peer
+    /// reached us at; if it is no longer ours, they go again without it (`Source::Dropped`), as
+    /// the kernel's WireGuard falls over to another address ("sticky but not too sticky").
+    pub fn send_batch(&self, to: SocketAddr, from: Option<IpAddr>, datagrams: &[&[u8]]) -> io::Result<Source> {
+        let from = from.filter(|f| f.is_ipv4() == to.is_ipv4());
+        match self.send_all(to, from, datagrams) {
+            Err(e) if from.is_some() && source_gone(&e) => self.send_all(to, None, datagrams).map(|()| Source::Dropped),
+            r => r.map(|()| Source::Kept),
+        }
+    }
+
+    fn send_all(&self, to: SocketAddr, from: Option<IpAddr>, datagrams: &[&[u8]]) -> io::Result<()> {
         let addr = SockAddr::from(to);
         let gso = self.gso.load(Ordering::Relaxed);
         let mut singles = 0; // datagrams[singles..i] wait for a sendmmsg
@@ -384,47 +502,40 @@ impl Socket {
                 i = j;
                 continue;
             }
-            self.send_each(&addr, &datagrams[singles..i])?;
+            self.send_each(&addr, from, &datagrams[singles..i])?;
             let run = &datagrams[i..j];
-            if let Err(e) = self.send_gso(&addr, run, seg) {
+            if let Err(e) = self.send_gso(&addr, from, run, seg) {
                 if e.raw_os_error() == Some(libc::EIO) {
                     // The route's device cannot segment: stop trying on this socket.
                     self.gso.store(false, Ordering::Relaxed);
                 }
                 // EINVAL/EMSGSIZE (a datagram over the path MTU needs fragmenting, which GSO
                 // does not do) and the like: send them one by one.
-                self.send_each(&addr, run)?;
+                self.send_each(&addr, from, run)?;
             }
             singles = j;
             i = j;
         }
-        self.send_each(&addr, &datagrams[singles..])
+        self.send_each(&addr, from, &datagrams[singles..])
     }
 
-    fn send_gso(&self, addr: &SockAddr, run: &[&[u8]], seg: usize) -> io::Result<()> {
+    fn send_gso(&self, addr: &SockAddr, from: Option<IpAddr>, run: &[&[u8]], seg: usize) -> io::Result<()> {
         let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; GSO_MAX_SEGMENTS];
         for (iov, d) in iovs.iter_mut().zip(run) {
             *iov = libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() };
         }
-        let mut ctrl = [0u64; 4];
+        let mut ctrl = Control::new();
+        ctrl.segment(seg as u16);
+        if let Some(f) = from {
+            ctrl.source(f);
+        }
         // SAFETY: an all-zero msghdr is valid.
         let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
         hdr.msg_name = addr.as_ptr() as *mut _;
         hdr.msg_namelen = addr.len();
         hdr.msg_iov = iovs.as_mut_ptr();
         hdr.msg_iovlen = run.len() as _;
-        hdr.msg_control = ctrl.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
-        // SAFETY: the control buffer (32 bytes, 8-aligned) holds one cmsghdr with a u16, which
-        // CMSG_SPACE(2) = 24 bytes covers; CMSG_FIRSTHDR points at its start.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&hdr);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-            libc::CMSG_DATA(c).cast::<u16>().write_unaligned(seg as u16);
-        }
+        ctrl.attach(&mut hdr);
         loop {
             // SAFETY: `hdr` points at the address, the iovecs (each a live datagram slice that
             // the kernel only reads) and the control buffer, all alive for the call.
@@ -440,8 +551,12 @@ impl Socket {
     }
 
     /// Sends each datagram as its own message, up to 64 per `sendmmsg`.
-    fn send_each(&self, addr: &SockAddr, datagrams: &[&[u8]]) -> io::Result<()> {
+    fn send_each(&self, addr: &SockAddr, from: Option<IpAddr>, datagrams: &[&[u8]]) -> io::Result<()> {
         const CHUNK: usize = 64;
+        let mut ctrl = Control::new();
+        if let Some(f) = from {
+            ctrl.source(f);
+        }
         for chunk in datagrams.chunks(CHUNK) {
             let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
             // SAFETY: an all-zero mmsghdr is valid.
@@ -453,11 +568,14 @@ impl Socket {
                 h.msg_namelen = addr.len();
                 h.msg_iov = &mut iovs[k];
                 h.msg_iovlen = 1;
+                // Every message reads the same control data (the kernel only reads it).
+                ctrl.attach(h);
             }
             let mut sent = 0;
             while sent < chunk.len() {
-                // SAFETY: headers sent..len point at the address and iovecs above, which point
-                // at live datagram slices the kernel only reads.
+                // SAFETY: headers sent..len point at the address, the iovecs above (which point
+                // at live datagram slices) and the control buffer, all of which the kernel only
+                // reads and which outlive the call.
                 let n = unsafe {
                     libc::sendmmsg(
                         self.sock.as_raw_fd(),
@@ -509,7 +627,7 @@ mod tests {
         sizes.extend([700, 1200, 1200, 33, 1, 1400, 1400]);
         let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| pattern(i, n)).collect();
         let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        socks.send_batch(to, &refs).unwrap();
+        socks.send_batch(to, None, &refs).unwrap();
         let mut buf = [0u8; 2048];
         for (i, d) in data.iter().enumerate() {
             let (n, _) = peer.recv_from(&mut buf).unwrap();
@@ -525,7 +643,7 @@ mod tests {
         let sizes = [1000usize, 1000, 1000, 1000, 500, 64, 64, 1];
         let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| pattern(i, n)).collect();
         let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        sender.send_batch(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), &refs).unwrap();
+        sender.send_batch(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None, &refs).unwrap();
         let mut got = Vec::new();
         let mut batch = RecvBatch::default();
         let sock = socks.v4.as_ref().unwrap();
@@ -541,6 +659,44 @@ mod tests {
             }
         }
         assert_eq!(got, data);
+    }
+
+    #[test]
+    fn received_datagrams_carry_the_local_address_they_reached_and_replies_leave_from_it() {
+        // Every 127/8 address is local: reach the sockets at 127.0.0.7 (not the 127.0.0.1 the
+        // kernel would choose as a source).
+        let (socks, peer) = loopback_pair();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let at = Ipv4Addr::new(127, 0, 0, 7);
+        peer.send_to(b"hello", (at, socks.port)).unwrap();
+        let mut batch = RecvBatch::default();
+        let sock = socks.v4.as_ref().unwrap();
+        assert_eq!(sock.recv_batch(&mut batch).unwrap(), 1);
+        let meta = batch.get_mut(0).1;
+        assert_eq!(meta.dst, Some(IpAddr::V4(at)));
+
+        let to = peer.local_addr().unwrap();
+        let replies: Vec<&[u8]> = vec![b"one", b"two"];
+        assert_eq!(socks.send_batch(to, meta.dst, &replies).unwrap(), Source::Kept);
+        let mut buf = [0u8; 16];
+        for want in &replies {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], *want);
+            assert_eq!(from, SocketAddr::from((at, socks.port)));
+        }
+    }
+
+    #[test]
+    fn a_source_that_is_not_ours_is_dropped_and_the_datagram_still_goes() {
+        let (socks, peer) = loopback_pair();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let to = peer.local_addr().unwrap();
+        let gone = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)); // TEST-NET-1: on no interface
+        assert_eq!(socks.send_to(b"still", to, Some(gone)).unwrap(), Source::Dropped);
+        let mut buf = [0u8; 16];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"still");
+        assert_eq!(from, SocketAddr::from((Ipv4Addr::LOCALHOST, socks.port)));
     }
 
     #[test]
