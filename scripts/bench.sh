@@ -6,13 +6,17 @@
 # daemon in each, configures both with `wg set` (fresh keys from `wg genkey`, MTU 1420, tunnel
 # 10.99.0.1 <-> 10.99.0.2) and measures, through the tunnel (the tests of --tests, default all):
 #   startup  time to first ping (ms): from launching the first daemon to the first echo reply
-#            through the tunnel. It includes both process starts, waiting for their UAPI sockets
-#            (polled every 1 ms; shown apart as "sockets up"), `wg set` on both (and, in +N rows,
-#            `wg addconf` of the N extra peers on both, one after the other), the `ip addr`/`ip
-#            link` commands, ARP on the veth, the handshake and the echo (`ping -i 0.01 -c 1 -w
-#            10`: one echo every 10 ms until the first reply, 10 s at most; from the links up to
-#            that reply is shown apart as "configured to first reply"). Right after that reply: idle RSS (VmRSS of
-#            each daemon, configured and handshaken, before any bulk traffic).
+#            through the tunnel, done as a test harness would (examples/first_ping.rs, the same
+#            for every implementation): both daemons started in their namespaces directly
+#            (setns, then exec), configured through their UAPI sockets (no `wg`), address, MTU
+#            and link up through rtnetlink (no `ip`), one ICMP echo from a raw socket every
+#            100 ms until the reply. Shown apart: "sockets up" (both UAPI sockets accept, polled
+#            every 0.1 ms) and "configured to first reply" (ARP on the veth, the handshake, the
+#            echo). In +N rows (and with --startup-tools) the tools do it instead: `ip netns
+#            exec` launches, `wg set`, `wg addconf` of the N peers on both one after the other,
+#            `ip addr`/`ip link`, and `ping -i 0.01 -c 1 -w 10`, which add some 25 ms. Right
+#            after that reply: idle RSS (VmRSS of each daemon, configured and handshaken,
+#            before any bulk traffic).
 #   ping     round trip at idle, average and maximum of 20 pings 50 ms apart (10 with --quick).
 #   tcp      iperf3 TCP A -> B, 1 stream then 4 streams (-P 4): receiver Gbit/s; TCP
 #            retransmissions of the 1-stream run (end.sum_sent.retransmits).
@@ -40,7 +44,7 @@
 # Usage: sudo scripts/bench.sh [--quick] [--only veil,wireguard-go,boringtun,gotatun]
 #                              [--tests tcp,reverse,udp,ping,startup] [--rounds N]
 #                              [--time SECONDS] [--peers N] [--udp-rate RATE] [--chart FILE.svg]
-#                              [--variant LABEL=VAR=VALUE[,VAR=VALUE...]]...
+#                              [--variant LABEL=VAR=VALUE[,VAR=VALUE...]]... [--startup-tools]
 #   --quick         iperf3 -t 2 and 10 pings (unless --time is given)
 #   --only LIST     implementations to run (default all four), beside the bare veth row (which
 #                   runs unless startup is the only test)
@@ -56,6 +60,7 @@
 #                   VEIL_BIN=PATH among them runs that build of veil instead (compare commits)
 #   --udp-rate RATE iperf3 -b for the udp test (default 3G)
 #   --chart FILE    also write an SVG bar chart: TCP 1 stream, 4 streams, reverse, CPU s per GiB
+#   --startup-tools start and configure every row with the tools (ip netns exec, wg, ip, ping)
 # Each tunnel row costs about 4 x --time + 5 s per round here (24 s by default, 12 s with
 # --quick): a default run (3 rounds, all tests, bare + 4 implementations) takes about 6 minutes,
 # --quick about 3, --quick --rounds 1 one; --peers N nearly doubles that (4 more rows per round,
@@ -82,6 +87,7 @@ declare -A VARIANT_ENV=()
 UDP_RATE=3G
 UDP_LEN=1380
 CHART=""
+STARTUP_TOOLS=0
 
 usage() {
     sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -106,6 +112,7 @@ while [ $# -gt 0 ]; do
         --udp-rate=*) UDP_RATE="${1#--udp-rate=}" ;;
         --chart) CHART="${2:?--chart needs a file name}"; shift ;;
         --chart=*) CHART="${1#--chart=}" ;;
+        --startup-tools) STARTUP_TOOLS=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -190,6 +197,13 @@ for i in "${IMPLS[@]}"; do
         (cd "$ROOT" && cargo build --release) >&2 || { echo "cargo build --release failed" >&2; exit 1; }
     fi
 done
+
+FIRST_PING="$ROOT/target/release/examples/first_ping"
+if [ ! -x "$FIRST_PING" ] || [ "$ROOT/examples/first_ping.rs" -nt "$FIRST_PING" ]; then
+    echo "building examples/first_ping ..." >&2
+    (cd "$ROOT" && cargo build --release --example first_ping) >&2 \
+        || { echo "cargo build --release --example first_ping failed" >&2; exit 1; }
+fi
 
 WORK="$(mktemp -d "/tmp/veil-bench.$$.XXXXXX")"
 RESULTS="$WORK/results.tsv"
@@ -292,6 +306,30 @@ start_daemon() {
             ;;
     esac
     DAEMON_PID=$!
+}
+
+# The command line of implementation $1's daemon as words for examples/first_ping: leading
+# NAME=value words are its environment, `{if}` stands for the interface name.
+impl_words() {
+    case "$1" in
+        veil) echo "$VEIL -f {if}" ;;
+        veil\[*)
+            local vars=() bin="$VEIL" v env=""
+            IFS=',' read -r -a vars <<<"${VARIANT_ENV[$1]}"
+            for v in "${vars[@]}"; do
+                case "$v" in VEIL_BIN=*) bin="${v#VEIL_BIN=}" ;; *) env+="$v " ;; esac
+            done
+            echo "$env$bin -f {if}"
+            ;;
+        wireguard-go) echo "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 $WGGO -f {if}" ;;
+        boringtun) echo "WG_SUDO=true $BORINGTUN -f --disable-drop-privileges -l $WORK/{if}.btlog {if}" ;;
+        gotatun) echo "WG_SUDO=true $GOTATUN -f --disable-drop-privileges -l $WORK/{if}.gtlog {if}" ;;
+    esac
+}
+
+# Milliseconds with one decimal from microseconds $1.
+us_to_ms() {
+    printf '%d.%d' "$(($1 / 1000))" "$((($1 % 1000) / 100))"
 }
 
 impl_bin() {
@@ -473,6 +511,35 @@ run_one() {
         wait_ping "$src_ns" "$dst" || problem "no-connectivity"
     else
         LIVE_SOCKS+=("/var/run/wireguard/$tuna.sock" "/var/run/wireguard/$tunb.sock")
+    fi
+    if [ "$impl" != bare ] && [ "$npeers" = 0 ] && [ "$STARTUP_TOOLS" = 0 ]; then
+        # Started, configured and first pinged by examples/first_ping, which stays the
+        # daemons' parent (and reaps them) until they are stopped.
+        local words=() fpout="$WORK/$tuna.first-ping" fp n
+        read -r -a words <<<"$(impl_words "$impl")"
+        "$FIRST_PING" --ns-a "$nsa" --ns-b "$nsb" --underlay-a 10.98.0.1 --underlay-b 10.98.0.2 \
+            --if-a "$tuna" --if-b "$tunb" --log-a "$WORK/$tuna.log" --log-b "$WORK/$tunb.log" \
+            -- "${words[@]}" >"$fpout" 2>"$WORK/$tuna.first-ping.err" &
+        fp=$!
+        for n in $(seq 1 1500); do
+            [ -s "$fpout" ] && break
+            kill -0 "$fp" 2>/dev/null || break
+            sleep 0.01
+        done
+        local ready configured reply
+        if read -r PIDA PIDB ready configured reply <"$fpout" && [ -n "$reply" ]; then
+            LIVE_PIDS+=("$PIDA" "$PIDB" "$fp")
+            res ready_ms "$(us_to_ms "$ready")"
+            res startup_ms "$(us_to_ms "$reply")"
+            res tunnel_ms "$(us_to_ms "$((reply - configured))")"
+            res idle_rss_a "$(status_kib "$PIDA" VmRSS)"
+            res idle_rss_b "$(status_kib "$PIDB" VmRSS)"
+        else
+            PIDA="" PIDB=""
+            LIVE_PIDS+=("$fp")
+            problem "first-ping($(head -c 80 "$WORK/$tuna.first-ping.err" | tr -s '\t\n| ' ' '))"
+        fi
+    elif [ "$impl" != bare ]; then
         local t0 t1 ka="$WORK/$tuna.key" kb="$WORK/$tunb.key"
         (umask 077 && wg genkey >"$ka" && wg genkey >"$kb")
         local puba pubb
@@ -655,11 +722,11 @@ done
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/info.txt"
 
-python3 - "$RESULTS" "$WORK/info.txt" "$ROUNDS" "$TESTS" "$PEERS" "$CHART" <<'PY'
+python3 - "$RESULTS" "$WORK/info.txt" "$ROUNDS" "$TESTS" "$PEERS" "$CHART" "$STARTUP_TOOLS" <<'PY'
 import html, sys
 from statistics import median
 
-results, info, rounds, tests, npeers, chart = sys.argv[1:7]
+results, info, rounds, tests, npeers, chart, startup_tools = sys.argv[1:8]
 rounds, tests, npeers = int(rounds), set(tests.split(",")), int(npeers)
 rows = [dict(kv.split("=", 1) for kv in line.rstrip("\n").split("\t"))
         for line in open(results) if line.strip()]
@@ -720,9 +787,9 @@ COST = [
     ("CPU per GiB (s/GiB)", "cpu_gib", "%.2f", "tcpcpu"),
     ("idle RSS (MiB)", "idle_rss", "%.1f", None),
     ("peak RSS (MiB)", "hwm", "%.1f", None),
-    ("time to first ping (ms)", "startup_ms", "%.0f", "startup"),
-    ("of which: daemons' sockets up (ms)", "ready_ms", "%.0f", "startup"),
-    ("of which: configured to first reply (ms)", "tunnel_ms", "%.0f", "startup"),
+    ("time to first ping (ms)", "startup_ms", "%.1f", "startup"),
+    ("of which: daemons' sockets up (ms)", "ready_ms", "%.1f", "startup"),
+    ("of which: configured to first reply (ms)", "tunnel_ms", "%.1f", "startup"),
     ("configure %d peers (s)" % npeers, "peers_s", "%.2f", "peers"),
 ]
 MIB = {"idle_rss", "hwm"}
@@ -779,8 +846,15 @@ if "tcpcpu" in active:
     notes.append("CPU: user+sys seconds of both daemons together over the TCP runs (%s; not UDP, not the pauses between runs); per GiB received over those runs." % ", ".join(runs))
 notes.append("Idle RSS: the larger VmRSS of the two daemons once configured (N peers included in +N rows) and handshaken, before bulk traffic; peak RSS: the larger VmHWM after all the runs.")
 if "startup" in tests:
-    notes.append("Time to first ping: from launching the first daemon to the first echo reply through the tunnel; includes both process starts, UAPI socket waits (10 ms polls), wg set on both, ip addr/link, the handshake and the echo%s." % (
-        ", and in +N rows wg addconf of the N peers on both daemons one after the other" if npeers else ""))
+    tools = "both process starts through `ip netns exec`, UAPI socket waits (1 ms polls), wg set on both, ip addr/link, the handshake and `ping`"
+    if startup_tools == "1":
+        how = "with the tools: " + tools
+    else:
+        how = ("as a test harness would (examples/first_ping): both daemons exec'd in their namespaces, configured through their UAPI sockets, "
+               "address and link up through rtnetlink, one ICMP echo from a raw socket every 100 ms; it includes ARP, the handshake and the echo")
+        if npeers:
+            how += "; in +N rows with the tools: " + tools + ", and wg addconf of the N peers on both daemons one after the other"
+    notes.append("Time to first ping: from launching the first daemon to the first echo reply through the tunnel, " + how + ".")
 if npeers:
     notes.append("Configure N peers: wall time of `wg addconf` with %d peers, the slower of the two daemons (bounded by 60 s)." % npeers)
 for n in notes:
