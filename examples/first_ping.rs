@@ -159,7 +159,7 @@ fn run(
         let request = format!(
             "set=1\nprivate_key={}\nlisten_port={PORT}\nreplace_peers=true\npublic_key={}\n\
              endpoint={}:{PORT}\nreplace_allowed_ips=true\nallowed_ip={}/32\n\n",
-            hex(keys[i].as_bytes()),
+            veil::noise::keys::hex(keys[i].as_bytes()),
             keys[1 - i].public_key().to_hex(),
             other.underlay,
             other.tunnel,
@@ -172,10 +172,6 @@ fn run(
 
     ping(&echo, b.tunnel, t0 + Duration::from_secs(10))?;
     Ok((ready, configured, t0.elapsed().as_micros()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn netns_fd(name: &str) -> Result<OwnedFd, String> {

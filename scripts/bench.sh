@@ -277,34 +277,12 @@ status_kib() {
 # shell: `ip netns exec` execs the daemon in place); its pid goes to DAEMON_PID.
 DAEMON_PID=""
 start_daemon() {
-    local impl="$1" ifname="$2" ns="$3" log="$WORK/$2.log"
-    case "$impl" in
-        veil)
-            ip netns exec "$ns" "$VEIL" -f "$ifname" >"$log" 2>&1 &
-            ;;
-        veil\[*)
-            local vars=() bin="$VEIL" v
-            IFS=',' read -r -a vars <<<"${VARIANT_ENV[$impl]}"
-            # VEIL_BIN=PATH in a variant runs another build of veil (an A/B of two commits).
-            for v in "${vars[@]}"; do
-                case "$v" in VEIL_BIN=*) bin="${v#VEIL_BIN=}" ;; esac
-            done
-            ip netns exec "$ns" env "${vars[@]}" "$bin" -f "$ifname" >"$log" 2>&1 &
-            ;;
-        wireguard-go)
-            ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
-                "$WGGO" -f "$ifname" >"$log" 2>&1 &
-            ;;
-        boringtun)
-            ip netns exec "$ns" env WG_SUDO=true \
-                "$BORINGTUN" -f --disable-drop-privileges -l "$WORK/$ifname.btlog" "$ifname" >"$log" 2>&1 &
-            ;;
-        gotatun)
-            # without a terminal, gotatun's privilege drop fails (getlogin); we are root anyway
-            ip netns exec "$ns" env WG_SUDO=true \
-                "$GOTATUN" -f --disable-drop-privileges -l "$WORK/$ifname.gtlog" "$ifname" >"$log" 2>&1 &
-            ;;
-    esac
+    local impl="$1" ifname="$2" ns="$3" words=()
+    read -r -a words <<<"$(impl_words "$impl")"
+    words=("${words[@]//\{if\}/$ifname}")
+    # Leading NAME=value words are the environment: through env(1) when there are any.
+    [[ "${words[0]}" == *=* ]] && words=(env "${words[@]}")
+    ip netns exec "$ns" "${words[@]}" >"$WORK/$ifname.log" 2>&1 &
     DAEMON_PID=$!
 }
 

@@ -41,16 +41,6 @@ fn udp_rcvbuf_errors(ns: &Netns) -> u64 {
     values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("a RcvbufErrors value")
 }
 
-/// `host:port` for an address, bracketed for IPv6.
-fn sockaddr(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
-}
-
-/// The address part of a CIDR string.
-fn host(cidr: &str) -> &str {
-    cidr.split('/').next().unwrap()
-}
-
 /// Two namespaces joined by veth, an endpoint in each, each knowing the other's underlay
 /// endpoint, so either side can start the handshake.
 struct Pair {

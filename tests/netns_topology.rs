@@ -58,7 +58,7 @@ fn lan_behind(site: &Netns, gw: &str, host: &str) -> Netns {
     let lan = Netns::new("lan");
     link(site, &lan, &[gw], &[host]);
     site.sh("sysctl -qw net.ipv4.ip_forward=1");
-    lan.sh(&format!("ip route add default via {}", gw.split('/').next().unwrap()));
+    lan.sh(&format!("ip route add default via {}", netns::host(gw)));
     lan
 }
 

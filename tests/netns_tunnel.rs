@@ -35,9 +35,7 @@ fn pair_with(ua: &str, ub: &str, psk_a: Option<&str>, psk_b: Option<&str>, env: 
     let b = endpoint(&nb, Impl::Veil, &B_ADDRS, env);
     a.listen(&na, 51820);
     b.listen(&nb, 51821);
-    let host_b = ub.split('/').next().unwrap();
-    let ep_b = if host_b.contains(':') { format!("[{host_b}]:51821") } else { format!("{host_b}:51821") };
-    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&ep_b), psk_a);
+    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&sockaddr(host(ub), 51821)), psk_a);
     b.add_peer(&nb, &a, "10.9.0.1/32,fd09::1/128", None, psk_b);
     Pair { na, nb, a, b, veth_a }
 }

@@ -92,13 +92,7 @@ impl Key32 {
 
     /// Lower-case hex (64 characters), as the UAPI wants it.
     pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0.iter() {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-        }
-        out
+        crate::noise::keys::hex(&self.0)
     }
 }
 

@@ -281,10 +281,6 @@ fn send(shared: &Shared, batch: &TxBatch) {
             }
         }
         let from = shared.source_for(plan.endpoint);
-        match sockets.send_batch(plan.endpoint, from, &datagrams[..n]) {
-            Ok(crate::sys::udp::Source::Dropped) => shared.forget_source(plan.endpoint),
-            Ok(crate::sys::udp::Source::Kept) => {}
-            Err(e) => tracing::trace!("send to {}: {e}", plan.endpoint),
-        }
+        shared.sent(plan.endpoint, sockets.send_batch(plan.endpoint, from, &datagrams[..n]));
     }
 }

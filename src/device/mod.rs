@@ -136,11 +136,7 @@ impl Output for Io<'_> {
             }
             _ => self.shared.source_for(to),
         };
-        match self.sockets.send_to(datagram, to, from) {
-            Ok(Source::Dropped) => self.shared.forget_source(to),
-            Ok(Source::Kept) => {}
-            Err(e) => tracing::trace!("send to {to}: {e}"),
-        }
+        self.shared.sent(to, self.sockets.send_to(datagram, to, from));
     }
 
     fn deliver(&mut self, peer: PeerId, packet: &[u8]) {
@@ -195,9 +191,16 @@ impl Shared {
         sources.insert(from, local);
     }
 
-    /// Forgets the source for `to` (it is no longer one of our addresses).
-    pub fn forget_source(&self, to: SocketAddr) {
-        self.sources.write().unwrap_or_else(|e| e.into_inner()).remove(&to);
+    /// What a send to `to` came to: a source that was no longer ours is forgotten (the
+    /// datagrams left from the kernel's choice); errors are only traced (UDP is lossy anyway).
+    pub fn sent(&self, to: SocketAddr, result: std::io::Result<Source>) {
+        match result {
+            Ok(Source::Dropped) => {
+                self.sources.write().unwrap_or_else(|e| e.into_inner()).remove(&to);
+            }
+            Ok(Source::Kept) => {}
+            Err(e) => tracing::trace!("send to {to}: {e}"),
+        }
     }
 
     pub fn stopping(&self) -> bool {

@@ -192,6 +192,9 @@ pub struct RecvMeta {
     pub dst: Option<IpAddr>,
 }
 
+/// One received message's control data (GRO segment size, packet info), 8-aligned.
+type RecvControl = [u64; 16];
+
 /// Buffers and kernel structures for `recvmmsg`, allocated once per reader thread. The
 /// buffers are one allocation that is never cleared: only the pages the kernel receives into
 /// become resident (an idle socket's megabyte costs nothing), and only the bytes the kernel
@@ -200,7 +203,7 @@ pub struct RecvBatch {
     /// `None` while a buffer is lent out (see [`RecvBatch::lend`]).
     bufs: Vec<Option<RecvBuf>>,
     names: Vec<MaybeUninit<libc::sockaddr_storage>>,
-    ctrls: Vec<[u64; 16]>,
+    ctrls: Vec<RecvControl>,
     meta: Vec<RecvMeta>,
     count: usize,
 }
@@ -212,7 +215,7 @@ impl Default for RecvBatch {
                 .map(|_| Some(RecvBuf { data: Box::new_uninit_slice(RECV_BUF_LEN), len: 0 }))
                 .collect(),
             names: vec![MaybeUninit::zeroed(); RECV_BATCH],
-            ctrls: vec![[0u64; 16]; RECV_BATCH],
+            ctrls: vec![[0; 16]; RECV_BATCH],
             meta: Vec::with_capacity(RECV_BATCH),
             count: 0,
         }
@@ -341,7 +344,7 @@ impl Control {
     fn push(&mut self, level: libc::c_int, kind: libc::c_int, data: &[u8]) {
         // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations.
         let (space, len) = unsafe { (libc::CMSG_SPACE(data.len() as u32) as usize, libc::CMSG_LEN(data.len() as u32)) };
-        assert!(self.len + space <= size_of::<[u64; 12]>(), "control buffer too small");
+        assert!(self.len + space <= size_of_val(&self.buf), "control buffer too small");
         // SAFETY: `self.len` is a multiple of 8 (CMSG_SPACE rounds up to it), so the header
         // lands aligned inside `buf`, and the data after it (at CMSG_DATA) fits in `space`, which
         // the assertion checked.
@@ -419,7 +422,7 @@ impl Socket {
             h.msg_iov = iov;
             h.msg_iovlen = 1;
             h.msg_control = batch.ctrls[i].as_mut_ptr().cast();
-            h.msg_controllen = size_of::<[u64; 16]>() as _;
+            h.msg_controllen = size_of::<RecvControl>() as _;
         }
         let n = loop {
             // SAFETY: every header points at live buffers owned by `batch` (names, control,

@@ -116,6 +116,16 @@ impl Drop for Netns {
     }
 }
 
+/// `host:port` for an address, bracketed for IPv6.
+pub fn sockaddr(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// The address part of a CIDR string.
+pub fn host(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap()
+}
+
 /// Joins two namespaces with a veth pair carrying `a_addrs`/`b_addrs` (CIDR strings), and waits
 /// until both ends are up.
 pub fn link(a: &Netns, b: &Netns, a_addrs: &[&str], b_addrs: &[&str]) -> (String, String) {
