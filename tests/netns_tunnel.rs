@@ -4,8 +4,6 @@ mod netns;
 
 use netns::*;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,32 +75,6 @@ fn transfer(ns: &Netns, ifname: &str) -> (u64, u64) {
     let v = wg_show_peer(ns, ifname, "transfer");
     assert_eq!(v.len(), 2, "{ifname}: transfer needs two numbers: {v:?}");
     (v[0], v[1])
-}
-
-/// The last handshake time with nanoseconds, read straight from the UAPI socket (`wg show` only
-/// prints seconds). Each completed handshake gives a new value. (0, 0) means never.
-fn uapi_last_handshake(ifname: &str) -> (u64, u32) {
-    let path = format!("/var/run/wireguard/{ifname}.sock");
-    let mut s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"get=1\n\n").unwrap();
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    // The answer ends with "errno=N\n\n"; read until then (bounded by the read timeout).
-    while !text.contains("errno=") || !text.ends_with("\n\n") {
-        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{path}: read: {e}; so far {text:?}"));
-        if n == 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(text.contains("errno=0"), "{path}: get failed: {text:?}");
-    let field = |name: &str| -> Option<u64> {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(|v| v.parse().unwrap())
-    };
-    let sec = field("last_handshake_time_sec").unwrap_or_else(|| panic!("{path}: no handshake time: {text:?}"));
-    let nsec = field("last_handshake_time_nsec").unwrap_or(0);
-    (sec, nsec as u32)
 }
 
 /// Runs `work` while sampling both interfaces' last handshake time (with nanoseconds) every

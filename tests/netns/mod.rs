@@ -3,6 +3,8 @@
 //! `CI=true` that is a failure.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -452,4 +454,30 @@ pub fn tcp_bulk(from: &Netns, to: &Netns, to_addr: &str, port: u16, payload: &Te
             String::from_utf8_lossy(&cmp.stdout).trim()
         );
     }
+}
+
+/// The last handshake time with nanoseconds, read straight from the UAPI socket (`wg show` only
+/// prints seconds). Each completed handshake gives a new value. (0, 0) means never.
+pub fn uapi_last_handshake(ifname: &str) -> (u64, u32) {
+    let path = format!("/var/run/wireguard/{ifname}.sock");
+    let mut s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"get=1\n\n").unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // The answer ends with "errno=N\n\n"; read until then (bounded by the read timeout).
+    while !text.contains("errno=") || !text.ends_with("\n\n") {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{path}: read: {e}; so far {text:?}"));
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.contains("errno=0"), "{path}: get failed: {text:?}");
+    let field = |name: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(|v| v.parse().unwrap())
+    };
+    let sec = field("last_handshake_time_sec").unwrap_or_else(|| panic!("{path}: no handshake time: {text:?}"));
+    let nsec = field("last_handshake_time_nsec").unwrap_or(0);
+    (sec, nsec as u32)
 }
