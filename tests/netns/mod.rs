@@ -3,6 +3,8 @@
 //! `CI=true` that is a failure.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
