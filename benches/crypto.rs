@@ -17,7 +17,7 @@ fn aead_seal(c: &mut Criterion) {
         let mut buf = vec![0u8; size];
 
         let veil_key = veil::noise::crypto::DataKey::new(&key);
-        g.bench_with_input(BenchmarkId::new("veil-DataKey(ring)", size), &size, |b, _| {
+        g.bench_with_input(BenchmarkId::new("veil-DataKey", size), &size, |b, _| {
             let mut n = 0u64;
             b.iter(|| {
                 n += 1;

@@ -4,6 +4,7 @@
 //!
 //! Start at [`Interface`].
 
+pub mod aead;
 pub mod config;
 pub mod cookie;
 pub mod crypto;
