@@ -4,6 +4,10 @@
 //! module places them in WireGuard's framing with the sender and receiver indices. mac1/mac2
 //! are added by [`super::cookie`]; timestamps, replay of initiations and indices are checked by
 //! the peer and the interface.
+//!
+//! snow's handshake state (chaining key, hash, psk) is held [`Wiped`]: erased as soon as the
+//! handshake is done with, whether it completed (the transport keys are taken out), failed or
+//! was superseded.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,6 +22,7 @@ use super::messages::{
 };
 use super::resolver::{Resolver, StaticStaticTable};
 use super::tai64n::{TIMESTAMP_LEN, Timestamp};
+use super::wipe::Wiped;
 
 /// WireGuard's Noise protocol name.
 pub const PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -69,7 +74,7 @@ fn split(hs: &mut HandshakeState, initiator: bool) -> TransportKeys {
 
 /// Our side of a handshake we initiated, waiting for the response.
 pub struct PendingInitiation {
-    hs: HandshakeState,
+    hs: Wiped<HandshakeState>,
     /// The index we chose; the response names it as receiver.
     pub sender_index: u32,
 }
@@ -86,13 +91,16 @@ pub fn write_initiation(
     table: Arc<StaticStaticTable>,
     out: &mut [u8; INITIATION_LEN],
 ) -> Result<PendingInitiation, HandshakeError> {
-    let mut hs = Builder::with_resolver(params(), Box::new(Resolver::new(seed, table)))
+    let hs = Builder::with_resolver(params(), Box::new(Resolver::new(seed, table)))
         .local_private_key(ours.as_bytes())
         .and_then(|b| b.remote_public_key(peer.as_bytes()))
         .and_then(|b| b.prologue(PROLOGUE))
-        .and_then(|b| b.psk(2, psk.as_bytes()))
         .and_then(|b| b.build_initiator())
         .map_err(|_| HandshakeError::Internal)?;
+    // The psk goes in only once the state is where it will be erased (a state built with it
+    // would leave a copy behind where it was built).
+    let mut hs = Wiped::new(hs);
+    hs.set_psk(2, psk.as_bytes()).map_err(|_| HandshakeError::Internal)?;
     write_header(out, TYPE_INITIATION, sender_index);
     let n = hs.write_message(&timestamp.0, &mut out[INITIATION_NOISE]).map_err(|_| HandshakeError::Internal)?;
     debug_assert_eq!(n, INITIATION_NOISE.len());
@@ -110,7 +118,7 @@ pub fn read_response(pending: &mut PendingInitiation, msg: &Response<'_>) -> Res
 
 /// A decrypted initiation: who sent it and when, ready to be answered.
 pub struct ReceivedInitiation {
-    hs: HandshakeState,
+    hs: Wiped<HandshakeState>,
     pub peer: PublicKey,
     pub timestamp: Timestamp,
     /// The initiator's index; our response and data name it as receiver.
@@ -124,11 +132,12 @@ pub fn read_initiation(
     seed: [u8; 32],
     table: Arc<StaticStaticTable>,
 ) -> Result<ReceivedInitiation, HandshakeError> {
-    let mut hs = Builder::with_resolver(params(), Box::new(Resolver::new(seed, table)))
+    let hs = Builder::with_resolver(params(), Box::new(Resolver::new(seed, table)))
         .local_private_key(ours.as_bytes())
         .and_then(|b| b.prologue(PROLOGUE))
         .and_then(|b| b.build_responder())
         .map_err(|_| HandshakeError::Internal)?;
+    let mut hs = Wiped::new(hs);
     let mut ts = [0u8; TIMESTAMP_LEN];
     let n = hs.read_message(msg.noise(), &mut ts).map_err(|_| HandshakeError::Decrypt)?;
     if n != TIMESTAMP_LEN {

@@ -24,6 +24,7 @@ use super::messages::{self, INITIATION_LEN, Message, RESPONSE_LEN};
 use super::peer::PeerId;
 use super::resolver::StaticStaticTable;
 use super::tai64n::Timestamp;
+use zeroize::Zeroizing;
 
 /// Work on one handshake message, to be [run](HandshakeWork::run) and then given back to the
 /// interface with [`crate::noise::Interface::resume`].
@@ -38,7 +39,8 @@ pub(crate) enum Work {
         msg: [u8; INITIATION_LEN],
         secret: StaticSecret,
         table: Arc<StaticStaticTable>,
-        seed: [u8; 32],
+        /// Makes the response's ephemeral key: erased with the work.
+        seed: Zeroizing<[u8; 32]>,
         result: Option<Result<ReceivedInitiation, HandshakeError>>,
     },
     /// Write the response to an initiation from `peer` that passed the replay checks
@@ -70,7 +72,7 @@ impl HandshakeWork {
                     *result = Some(Err(HandshakeError::Internal));
                     return;
                 };
-                *result = Some(handshake::read_initiation(secret, &init, *seed, table.clone()));
+                *result = Some(handshake::read_initiation(secret, &init, **seed, table.clone()));
             }
             Work::WriteResponse { received, psk, index, result, .. } => {
                 let Some(received) = received.take() else { return };
@@ -98,7 +100,8 @@ pub struct InitiationWork {
     pub(crate) psk: PresharedKey,
     pub(crate) index: u32,
     pub(crate) timestamp: Timestamp,
-    pub(crate) seed: [u8; 32],
+    /// Makes the ephemeral key: erased with the work.
+    pub(crate) seed: Zeroizing<[u8; 32]>,
     pub(crate) table: Arc<StaticStaticTable>,
     pub(crate) result: Option<Result<(PendingInitiation, [u8; INITIATION_LEN]), HandshakeError>>,
 }
@@ -113,7 +116,7 @@ impl InitiationWork {
             &self.psk,
             self.index,
             self.timestamp,
-            self.seed,
+            *self.seed,
             self.table.clone(),
             &mut msg,
         );

@@ -424,8 +424,8 @@ impl Interface {
                 if let Err(e) = self.check_macs(init.bytes(), init.sender(), src, now, under_load, out) {
                     return done(e);
                 }
-                let mut seed = [0u8; 32];
-                self.rng.fill_bytes(&mut seed);
+                let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(&mut seed[..]);
                 let mut msg = [0u8; INITIATION_LEN];
                 msg.copy_from_slice(init.bytes());
                 Step::Work(Box::new(HandshakeWork {

@@ -22,6 +22,7 @@ mod schedule;
 pub mod session;
 pub mod tai64n;
 pub mod timers;
+mod wipe;
 
 use std::net::SocketAddr;
 

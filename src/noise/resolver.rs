@@ -3,7 +3,9 @@
 //! replayed exactly in tests.
 //!
 //! Hash (BLAKE2s) and cipher (ChaCha20-Poly1305) of the handshake itself stay with snow's
-//! default resolver.
+//! default resolver. Everything handed to snow that holds a secret (the DH keys, the cipher's
+//! key, the hasher's buffer, the RNG that makes the ephemeral key) is [`Wiped`] when snow
+//! drops it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,6 +19,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::crypto;
+use super::wipe::Wiped;
 
 /// DH(our static, peer static) for every known peer, computed when the peer is added.
 #[derive(Default)]
@@ -64,38 +67,131 @@ impl StaticStaticTable {
 
 /// One handshake's resolver: built fresh for every handshake with a seed from the interface RNG.
 pub struct Resolver {
-    seed: [u8; 32],
+    /// Determines the handshake's ephemeral key: as secret as that key.
+    seed: Zeroizing<[u8; 32]>,
     table: Arc<StaticStaticTable>,
 }
 
 impl Resolver {
     pub fn new(seed: [u8; 32], table: Arc<StaticStaticTable>) -> Self {
-        Resolver { seed, table }
+        Resolver { seed: Zeroizing::new(seed), table }
     }
 }
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(SeededRng(ChaCha20Rng::from_seed(self.seed))))
+        Some(Box::new(Wiped::new(SeededRng(ChaCha20Rng::from_seed(*self.seed)))))
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         match choice {
-            DHChoice::Curve25519 => Some(Box::new(X25519Dh {
+            DHChoice::Curve25519 => Some(Box::new(Wiped::new(X25519Dh {
                 private: Zeroizing::new([0u8; 32]),
                 public: [0u8; 32],
                 table: Some(self.table.clone()),
-            })),
+            }))),
             _ => None,
         }
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
-        DefaultResolver.resolve_hash(choice)
+        DefaultResolver.resolve_hash(choice).map(|h| Box::new(Wiped::from_box(h)) as Box<dyn Hash>)
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        DefaultResolver.resolve_cipher(choice).map(|c| Box::new(Wiped::from_box(c)) as Box<dyn Cipher>)
+    }
+}
+
+// snow's traits, passed through to the wiped value (every method, so that an implementation's
+// own versions of the provided ones are kept).
+
+impl<T: Random + ?Sized> Random for Wiped<T> {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        (**self).try_fill_bytes(dest)
+    }
+}
+
+impl<T: Dh + ?Sized> Dh for Wiped<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn pub_len(&self) -> usize {
+        (**self).pub_len()
+    }
+    fn priv_len(&self) -> usize {
+        (**self).priv_len()
+    }
+    fn set(&mut self, privkey: &[u8]) {
+        (**self).set(privkey)
+    }
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        (**self).generate(rng)
+    }
+    fn pubkey(&self) -> &[u8] {
+        (**self).pubkey()
+    }
+    fn privkey(&self) -> &[u8] {
+        (**self).privkey()
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        (**self).dh(pubkey, out)
+    }
+    fn dh_len(&self) -> usize {
+        (**self).dh_len()
+    }
+}
+
+impl<T: Hash + ?Sized> Hash for Wiped<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn block_len(&self) -> usize {
+        (**self).block_len()
+    }
+    fn hash_len(&self) -> usize {
+        (**self).hash_len()
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+    fn input(&mut self, data: &[u8]) {
+        (**self).input(data)
+    }
+    fn result(&mut self, out: &mut [u8]) {
+        (**self).result(out)
+    }
+    fn hmac(&mut self, key: &[u8], data: &[u8], out: &mut [u8]) {
+        (**self).hmac(key, data, out)
+    }
+    fn hkdf(
+        &mut self,
+        chaining_key: &[u8],
+        input_key_material: &[u8],
+        outputs: usize,
+        out1: &mut [u8],
+        out2: &mut [u8],
+        out3: &mut [u8],
+    ) {
+        (**self).hkdf(chaining_key, input_key_material, outputs, out1, out2, out3)
+    }
+}
+
+impl<T: Cipher + ?Sized> Cipher for Wiped<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn set(&mut self, key: &[u8; 32]) {
+        (**self).set(key)
+    }
+    fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
+        (**self).encrypt(nonce, authtext, plaintext, out)
+    }
+    fn decrypt(&self, nonce: u64, authtext: &[u8], ciphertext: &[u8], out: &mut [u8]) -> Result<usize, snow::Error> {
+        (**self).decrypt(nonce, authtext, ciphertext, out)
+    }
+    fn rekey(&mut self) {
+        (**self).rekey()
     }
 }
 

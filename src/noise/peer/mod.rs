@@ -80,9 +80,9 @@ pub(crate) struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn seed(&mut self) -> [u8; 32] {
-        let mut s = [0u8; 32];
-        self.rng.fill_bytes(&mut s);
+    fn seed(&mut self) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut s = zeroize::Zeroizing::new([0u8; 32]);
+        self.rng.fill_bytes(&mut s[..]);
         s
     }
 
