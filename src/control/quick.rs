@@ -267,10 +267,31 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
     Ok(())
 }
 
+/// Whether a file of mode `file_mode` in a directory of mode `dir_mode` is open to others,
+/// as wg-quick judges it: some permission for others on both.
+pub fn world_accessible(file_mode: u32, dir_mode: u32) -> bool {
+    file_mode & dir_mode & 0o007 != 0
+}
+
+/// wg-quick's warning, for a config file that holds a private key and is open to others.
+fn warn_if_world_accessible(path: &Path, cfg: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    if cfg.interface.private_key.is_none() {
+        return;
+    }
+    let Ok(real) = std::fs::canonicalize(path) else { return };
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    let (Ok(file), Ok(dir)) = (mode(&real), mode(real.parent().unwrap_or(Path::new("/")))) else { return };
+    if world_accessible(file, dir) {
+        say!("Warning: `{}' is world accessible", real.display());
+    }
+}
+
 /// `veil up`.
 pub fn up(arg: &str) -> Result<(), String> {
     let (path, ifname) = locate(arg)?;
     let cfg = config::parse_file(&path).map_err(|e| e.to_string())?;
+    warn_if_world_accessible(&path, &cfg);
     if link_exists(&ifname) {
         return Err(format!("{ifname} already exists"));
     }
@@ -412,4 +433,19 @@ fn save_config(cfg: &Config, path: &Path, ifname: &str) -> Result<(), String> {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot save {}: {e}", path.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::world_accessible;
+
+    #[test]
+    fn open_to_others_only_through_both_the_file_and_its_directory() {
+        assert!(world_accessible(0o644, 0o755));
+        assert!(world_accessible(0o606, 0o705));
+        assert!(!world_accessible(0o602, 0o701));
+        assert!(!world_accessible(0o600, 0o755));
+        assert!(!world_accessible(0o640, 0o755));
+        assert!(!world_accessible(0o644, 0o750));
+    }
 }
