@@ -14,12 +14,17 @@ use clap::{Parser, Subcommand};
     name = "veil",
     version,
     args_conflicts_with_subcommands = true,
-    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)\n  VEIL_AEAD=ring               seal and open data with ring's ChaCha20-Poly1305 only (default:\n                               veil's AVX-512 code for messages of 640 bytes and more where the\n                               CPU has AVX-512 F/BW/VL and IFMA)"
+    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  VEIL_USER=USER               as --user (how wg-quick and `veil up` can ask for it)\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)\n  VEIL_AEAD=ring               seal and open data with ring's ChaCha20-Poly1305 only (default:\n                               veil's AVX-512 code for messages of 640 bytes and more where the\n                               CPU has AVX-512 F/BW/VL and IFMA)"
 )]
 struct Cli {
     /// Stay in the foreground instead of detaching.
     #[arg(short, long)]
     foreground: bool,
+    /// Run the daemon as USER (a name or a uid) once the TUN device and its socket exist,
+    /// keeping only CAP_NET_ADMIN (and CAP_NET_BIND_SERVICE for a port below 1024); also
+    /// VEIL_USER. As root, the daemon keeps only those capabilities either way.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     /// The interface to create and serve.
     interface: Option<String>,
     #[command(subcommand)]
@@ -120,13 +125,16 @@ fn main() -> ExitCode {
         (Some(Command::Up { config }), _) => report("up", veil::control::quick::up(&config)),
         (Some(Command::Down { config }), _) => report("down", veil::control::quick::down(&config)),
         (Some(Command::Show { interface, json }), _) => show(interface, json),
-        (None, Some(ifname)) => match veil::control::daemon::run(&ifname, cli.foreground) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("veil: {e}");
-                ExitCode::FAILURE
+        (None, Some(ifname)) => {
+            let options = veil::control::daemon::Options { foreground: cli.foreground, user: cli.user };
+            match veil::control::daemon::run(&ifname, options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("veil: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         (None, None) => {
             eprintln!("veil: give an interface name to run the daemon, or a command (see `veil --help`)");
             ExitCode::from(2)

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::device::Device;
 use crate::noise::Config;
+use crate::sys::link::LinkEvents;
+use crate::sys::privileges::{self, User};
 
 /// Where `wg` looks for userspace interfaces' sockets.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -136,6 +138,25 @@ fn inode(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
+/// Keeps the secrets in memory and gives up the privileges the daemon no longer needs (see
+/// docs/security.md): not dumpable, every page locked against swapping, capabilities cut to
+/// CAP_NET_ADMIN (and CAP_NET_BIND_SERVICE permitted), `no_new_privs`, and `user` if one is
+/// given, with a janitor left as root to remove the socket file at `path` in the end. Must run
+/// while the process has a single thread.
+fn protect(path: &Path, socket_inode: Option<u64>, user: Option<&User>) -> Result<(), String> {
+    if let (Some(_), Some(ino)) = (user, socket_inode) {
+        privileges::spawn_socket_janitor(path, ino)?;
+    }
+    crate::sys::memory::set_non_dumpable().map_err(|e| format!("cannot make the process non-dumpable: {e}"))?;
+    // Not fatal: a container may forbid it; the keys are then only kept out of core files.
+    if let Err(e) = crate::sys::memory::lock_all() {
+        tracing::warn!("memory is not locked against swapping, keys may be written to swap: {e}");
+    }
+    privileges::drop_privileges(user).map_err(|e| format!("cannot drop privileges: {e}"))?;
+    // The user change resets the flag to the system's default (fs.suid_dumpable): set it again.
+    crate::sys::memory::set_non_dumpable().map_err(|e| format!("cannot make the process non-dumpable: {e}"))
+}
+
 /// Protocol parameters from the environment, for tests and netns users who need a rekey every
 /// second: `VEIL_REKEY_AFTER_TIME_MS`, `VEIL_REJECT_AFTER_TIME_MS`, `VEIL_REKEY_TIMEOUT_MS`,
 /// `VEIL_KEEPALIVE_TIMEOUT_MS`, `VEIL_REKEY_ATTEMPT_TIME_MS`, `VEIL_REKEY_AFTER_MESSAGES`,
@@ -165,25 +186,43 @@ pub fn config_from_env() -> Result<Config, String> {
     Ok(c)
 }
 
+/// How the daemon runs, besides its interface.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stay in the foreground instead of detaching.
+    pub foreground: bool,
+    /// Run as this user once the TUN device and the socket exist (`--user`, `VEIL_USER`).
+    pub user: Option<String>,
+}
+
 /// Runs the daemon for `ifname`. Returns an error message when start-up fails.
-pub fn run(ifname: &str, foreground: bool) -> Result<(), String> {
+pub fn run(ifname: &str, options: Options) -> Result<(), String> {
     check_ifname(ifname)?;
     let config = config_from_env()?;
     super::log::init(super::log::level_from_env()?);
+    let user_name = options.user.or_else(|| std::env::var("VEIL_USER").ok().filter(|u| !u.is_empty()));
+    let user = user_name.as_deref().map(User::lookup).transpose()?;
     let path = socket_path(ifname);
     if socket_in_use(&path) {
         return Err(format!("{ifname} is already running: {} answers", path.display()));
     }
     let tun = crate::sys::tun::Tun::create(ifname).map_err(|e| format!("cannot create TUN device {ifname}: {e}"))?;
+    let links = LinkEvents::open().map_err(|e| format!("cannot follow {ifname}'s link: {e}"))?;
     let listener = bind_uapi(&path)?;
     let our_inode = inode(&path);
-    let foreground = foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+    let foreground = options.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     let mut readiness = if foreground { Readiness(None) } else { daemonize()? };
+    // Still one thread: what follows changes it alone, and the threads started later inherit it.
+    if let Err(e) = protect(&path, our_inode, user.as_ref()) {
+        let _ = std::fs::remove_file(&path);
+        readiness.failed(&e);
+        return Err(e);
+    }
     let started = (|| {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
             .map_err(|e| format!("cannot handle signals: {e}"))?;
-        let device = Device::start(tun, config).map_err(|e| format!("cannot start device: {e}"))?;
+        let device = Device::start(tun, links, config).map_err(|e| format!("cannot start device: {e}"))?;
         device.serve_uapi(listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
         // A signal stops the device at once, which wakes the loop below.
         let on_signal = device.clone();

@@ -66,7 +66,7 @@ fn apply_locked(
         shared.sockets().set_fwmark(mark).map_err(|e| UapiError { errno: uapi::EIO, message: e.to_string() })?;
     }
     if let Some(port) = rebind {
-        let new = Sockets::bind(port, fwmark).map_err(|e| UapiError {
+        let new = crate::sys::privileges::binding(port, || Sockets::bind(port, fwmark)).map_err(|e| UapiError {
             errno: if e.kind() == std::io::ErrorKind::AddrInUse { uapi::EADDRINUSE } else { uapi::EIO },
             message: format!("cannot bind UDP port {port}: {e}"),
         })?;

@@ -30,6 +30,7 @@ use rand_core::{OsRng, RngCore};
 
 use crate::datapath;
 use crate::noise::{Config, IndexReader, Interface, Output, PeerId, StaticSecret, WallClock, ip};
+use crate::sys::link::LinkEvents;
 use crate::sys::tun::Tun;
 use crate::sys::udp::{Sockets, Source};
 use allowed_ips::AllowedIps;
@@ -286,9 +287,9 @@ impl Shared {
 }
 
 impl Device {
-    /// Starts the device's threads on a TUN device that is already open. The UDP sockets are
-    /// bound to a free port until `listen_port` is set.
-    pub fn start(tun: Tun, mut config: Config) -> std::io::Result<Device> {
+    /// Starts the device's threads on a TUN device that is already open, following its link
+    /// through `links`. The UDP sockets are bound to a free port until `listen_port` is set.
+    pub fn start(tun: Tun, links: LinkEvents, mut config: Config) -> std::io::Result<Device> {
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
         if let Ok(mtu) = tun.mtu() {
@@ -331,7 +332,7 @@ impl Device {
         *shared.readers.lock().unwrap_or_else(|e| e.into_inner()) = spawn_udp_readers(&shared, sockets, 0)?;
         // The padding cap follows the TUN's MTU the moment it changes, wherever the TUN is.
         let weak = Arc::downgrade(&shared);
-        crate::sys::link::follow(shared.tun.raw_fd(), move |mtu| {
+        crate::sys::link::follow(links, shared.tun.raw_fd(), move |mtu| {
             if let Some(s) = weak.upgrade() {
                 configure::follow_mtu(&mut s.lock().iface, mtu);
             }

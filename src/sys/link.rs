@@ -31,14 +31,26 @@ fn device_name(fd: RawFd) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
-/// Starts the thread that calls `on_mtu` with the TUN's MTU whenever a change of its link is
-/// announced (the MTU at start is the caller's to read).
-pub fn follow(tun: RawFd, on_mtu: impl Fn(usize) + Send + 'static) -> io::Result<()> {
-    let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
-    if let Err(e) = sock.set_listen_all_namespaces(true) {
-        tracing::debug!("link changes of a namespace the TUN moves to will not be heard: {e}");
+/// The netlink socket that hears link changes, opened ahead of [`follow`]: listening to every
+/// namespace (`NETLINK_LISTEN_ALL_NSID`) needs CAP_NET_BROADCAST, which the daemon gives up
+/// before its threads start (see [`super::privileges`]).
+pub struct LinkEvents(Socket);
+
+impl LinkEvents {
+    pub fn open() -> io::Result<LinkEvents> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+        if let Err(e) = sock.set_listen_all_namespaces(true) {
+            tracing::debug!("link changes of a namespace the TUN moves to will not be heard: {e}");
+        }
+        Ok(LinkEvents(sock))
     }
+}
+
+/// Starts the thread that calls `on_mtu` with the TUN's MTU whenever `events` announce a change
+/// of its link (the MTU at start is the caller's to read).
+pub fn follow(events: LinkEvents, tun: RawFd, on_mtu: impl Fn(usize) + Send + 'static) -> io::Result<()> {
+    let sock = events.0;
     std::thread::Builder::new().name("veil-link".into()).spawn(move || {
         let mut buf = vec![0u8; 32 << 10];
         loop {
