@@ -290,7 +290,14 @@ impl Impl {
 /// `addrs` and link up. `env` is extra `NAME=value` words for the daemon's environment.
 pub fn endpoint(ns: &Netns, imp: Impl, addrs: &[&str], env: &str) -> Endpoint {
     let ifname = unique("wg");
-    let mut proc = Proc::spawn(ns, &imp.command(&ifname, env), &format!("{imp:?} {ifname}"));
+    let cmd = imp.command(&ifname, env);
+    endpoint_cmd(ns, imp, ifname, &cmd, addrs)
+}
+
+/// As [`endpoint`], with the daemon's whole command line given: `cmd` runs `imp` for `ifname`
+/// (through `sh -c exec`, so it may redirect the daemon's streams).
+pub fn endpoint_cmd(ns: &Netns, imp: Impl, ifname: String, cmd: &str, addrs: &[&str]) -> Endpoint {
+    let mut proc = Proc::spawn(ns, cmd, &format!("{imp:?} {ifname}"));
     let sock = format!("/var/run/wireguard/{ifname}.sock");
     let up = wait_until(Duration::from_secs(10), || std::path::Path::new(&sock).exists());
     if !up {
