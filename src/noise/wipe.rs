@@ -21,6 +21,8 @@ unsafe impl<T: ?Sized + Send> Send for Wiped<T> {}
 unsafe impl<T: ?Sized + Sync> Sync for Wiped<T> {}
 
 impl<T> Wiped<T> {
+    /// Moves `value` to the heap (the place it was moved from is not erased: build secrets
+    /// into a value after it is wrapped, where that matters).
     pub fn new(value: T) -> Self {
         Wiped::from_box(Box::new(value))
     }

@@ -37,6 +37,7 @@ fn device_name(fd: RawFd) -> io::Result<String> {
 pub struct LinkEvents(Socket);
 
 impl LinkEvents {
+    /// Opens the socket in the calling thread's network namespace and joins the link group.
     pub fn open() -> io::Result<LinkEvents> {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind(&SocketAddr::new(0, RTMGRP_LINK))?;

@@ -28,7 +28,7 @@ pub fn set_non_dumpable() -> io::Result<()> {
 /// cannot be lifted, nothing is locked and the error says why: once capabilities are dropped,
 /// a limit would make later allocations (a thread's stack, a malloc arena) fail outright
 /// rather than go unlocked.
-pub fn lock_all() -> io::Result<()> {
+pub fn lock_all() -> Result<(), String> {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit reads the one rlimit struct passed by reference.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
@@ -37,15 +37,17 @@ pub fn lock_all() -> io::Result<()> {
         // SAFETY: getrlimit writes the one rlimit struct passed by reference.
         let known = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut now) } == 0;
         if !known || now.rlim_cur != libc::RLIM_INFINITY {
-            return Err(io::Error::new(
-                e.kind(),
-                format!("the locked-memory limit ({} KiB) cannot be lifted: {e}", now.rlim_cur / 1024),
-            ));
+            // In words, not as a raw errno: the log is read by people.
+            let why = match e.raw_os_error() {
+                Some(libc::EPERM) => "without CAP_SYS_RESOURCE".to_string(),
+                _ => e.kind().to_string(),
+            };
+            return Err(format!("the locked-memory limit ({} KiB) cannot be lifted {why}", now.rlim_cur / 1024));
         }
     }
     // SAFETY: mlockall changes how the kernel pages this process's memory, not its contents.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(format!("locking failed: {}", io::Error::last_os_error().kind()));
     }
     Ok(())
 }

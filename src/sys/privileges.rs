@@ -29,6 +29,7 @@ pub const PERMITTED: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CA
 /// A user to run as: from a name in the password database, or a numeric uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// As given (for messages).
     pub name: String,
     pub uid: libc::uid_t,
     /// The user's primary group (the only group the daemon keeps).
