@@ -76,6 +76,11 @@ fn check(r: libc::c_int, what: &str) -> Result<(), String> {
 /// has a single thread. A process started without CAP_SETPCAP (not by root) keeps its bounding
 /// set; `no_new_privs` then still stops any gain through exec.
 pub fn drop_privileges(user: Option<&User>) -> Result<(), String> {
+    // A thread started before this point would keep every capability: refuse, loudly.
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    if threads != 1 {
+        return Err(format!("{threads} threads run already, and capabilities belong to each thread"));
+    }
     let had = caps::read(None, CapSet::Permitted).map_err(caps_error("reading capabilities"))?;
     let permitted: CapsHashSet = set_of(PERMITTED).intersection(&had).copied().collect();
     let effective: CapsHashSet = set_of(EFFECTIVE).intersection(&had).copied().collect();
