@@ -107,6 +107,9 @@ pub struct AeadMac {
     s: [u8; 16],
     /// Whole groups absorbed so far.
     groups: usize,
+    /// Whether the eight-lane code serves this message (long enough, and the CPU has it).
+    vector: bool,
+    /// The lanes, built on first use (inside the ChaCha20 rounds when interleaved).
     #[cfg(target_arch = "x86_64")]
     lanes: Option<ifma::Lanes>,
 }
@@ -115,29 +118,26 @@ impl AeadMac {
     /// A MAC for a ciphertext of `len` bytes; `key` is the one-time key (the first 32 bytes of
     /// ChaCha20 block 0).
     pub fn new(key: &[u8; 32], len: usize) -> AeadMac {
-        let r = clamp(key);
-        #[cfg(target_arch = "x86_64")]
-        let lanes = (len >= 128 && super::avx512_ifma()).then(|| {
-            // SAFETY: `avx512_ifma` checked every CPU feature `Lanes::new` is compiled for.
-            unsafe { ifma::Lanes::new(&r) }
-        });
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = len;
         AeadMac {
-            r,
+            r: clamp(key),
             s: key[16..].try_into().expect("16 bytes"),
             groups: 0,
+            vector: len >= 128 && super::avx512_ifma(),
             #[cfg(target_arch = "x86_64")]
-            lanes,
+            lanes: None,
         }
     }
 
     /// The tag of the whole `ciphertext` (of which the groups absorbed so far were the start).
     pub fn finish(mut self, ciphertext: &[u8]) -> [u8; 16] {
         #[cfg(target_arch = "x86_64")]
-        let mut h = match self.lanes.is_some() {
+        let mut h = match self.vector {
             true => {
-                let mut lanes = self.lanes.take().expect("checked above");
+                let mut lanes = match self.lanes.take() {
+                    Some(lanes) => lanes,
+                    // SAFETY: `vector` is set only where the CPU has what `Lanes::new` needs.
+                    None => unsafe { ifma::Lanes::new(&self.r) },
+                };
                 while let Some(group) = ciphertext.get(self.groups * 128..(self.groups + 1) * 128) {
                     // SAFETY: `lanes` exists only where `new` found the features it needs.
                     unsafe { lanes.absorb(group.try_into().expect("128 bytes")) };
@@ -182,13 +182,19 @@ impl super::chacha20::Between for Interleave<'_> {
     #[inline(always)]
     unsafe fn between(&mut self) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(lanes) = &mut self.mac.lanes
-            && let Some(group) = self.ciphertext.get(self.mac.groups * 128..(self.mac.groups + 1) * 128)
-        {
-            // SAFETY: `between` runs only inside ChaCha20's AVX-512 code (the trait's
-            // contract), and `lanes` exists only where the CPU also has IFMA.
-            unsafe { lanes.absorb_inline(group.try_into().expect("128 bytes")) };
-            self.mac.groups += 1;
+        if self.mac.vector {
+            // SAFETY (both blocks): `between` runs only inside ChaCha20's AVX-512 code (the
+            // trait's contract), and `vector` is set only where the CPU also has IFMA.
+            match &mut self.mac.lanes {
+                // The first step builds the powers of r.
+                None => self.mac.lanes = Some(unsafe { ifma::Lanes::new_inline(&self.mac.r) }),
+                Some(lanes) => {
+                    if let Some(group) = self.ciphertext.get(self.mac.groups * 128..(self.mac.groups + 1) * 128) {
+                        unsafe { lanes.absorb_inline(group.try_into().expect("128 bytes")) };
+                        self.mac.groups += 1;
+                    }
+                }
+            }
         }
     }
 }
@@ -221,8 +227,10 @@ mod ifma {
         unsafe {
             let z = _mm512_setzero_si512();
             let [h0, h1, h2] = h;
-            let lo = |acc, a, b| _mm512_madd52lo_epu64(acc, a, b);
-            let hi = |acc, a, b| _mm512_madd52hi_epu64(acc, a, b);
+            // No closures here: a closure is a function of its own, without this caller's
+            // target features, and the intrinsics in it would become calls.
+            use _mm512_madd52hi_epu64 as hi;
+            use _mm512_madd52lo_epu64 as lo;
             // d_i = lo_i + hi_i * 2^52. Chains, not trees: the loop is bound by IFMA
             // throughput (one port), and a tree's extra adds measured 20% slower.
             let lo0 = lo(lo(lo(z, h0, r[0]), h1, s[1]), h2, s[0]);
@@ -267,31 +275,78 @@ mod ifma {
         /// # Safety
         /// The CPU must support AVX-512F and AVX-512 IFMA.
         #[target_feature(enable = "avx512f,avx512ifma")]
-        #[inline]
         pub(super) unsafe fn new(r: &Limbs) -> Lanes {
-            // Powers r^1..r^8.
-            let mut pow = [*r; 8];
-            pow[1] = r.mul(r);
-            pow[2] = pow[1].mul(r);
-            pow[3] = pow[1].mul(&pow[1]);
-            for k in 4..8 {
-                pow[k] = pow[3].mul(&pow[k - 4]);
-            }
-            // _mm512_set_epi64 takes lane 7 first; lane k takes r^(8-k), that is pow[7 - k].
-            let lane = |i: usize, times: u64| -> __m512i {
-                let v = |k: usize| (pow[7 - k].0[i] * times) as i64;
-                _mm512_set_epi64(v(7), v(6), v(5), v(4), v(3), v(2), v(1), v(0))
-            };
-            let splat = |i: usize, times: u64| _mm512_set1_epi64((pow[7].0[i] * times) as i64);
-            Lanes {
-                h: [_mm512_setzero_si512(); 3],
-                started: false,
-                r8: [splat(0, 1), splat(1, 1), splat(2, 1)],
-                s8: [splat(1, 20), splat(2, 20)],
-                last_r: [lane(0, 1), lane(1, 1), lane(2, 1)],
-                last_s: [lane(1, 20), lane(2, 20)],
-                even: _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0),
-                odd: _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1),
+            // SAFETY: compiled with the features `new_inline` needs.
+            unsafe { Self::new_inline(r) }
+        }
+
+        /// The powers r^1..r^8 in the lanes by doubling: every lane starts at r, then lanes
+        /// 1, 3, 5, 7 are multiplied by r, lanes 2, 3, 6, 7 by r^2 and lanes 4-7 by r^4 (the
+        /// other lanes by 1), which leaves r^(k+1) in lane k: three vector multiplies instead
+        /// of seven scalar ones and eight-lane gathers. Always inlined, without target features
+        /// of its own, so that it can run between ChaCha20 rounds.
+        ///
+        /// # Safety
+        /// Only from code compiled with AVX-512F and IFMA enabled.
+        #[inline(always)]
+        pub(super) unsafe fn new_inline(r: &Limbs) -> Lanes {
+            // SAFETY: the caller runs with AVX-512F and IFMA (this function's contract).
+            unsafe {
+                // Macros, not closures: see `mul`.
+                macro_rules! times20 {
+                    ($x:expr) => {{
+                        let x = $x;
+                        _mm512_add_epi64(_mm512_slli_epi64::<4>(x), _mm512_slli_epi64::<2>(x))
+                    }};
+                }
+                macro_rules! lane {
+                    ($v:expr, $k:expr) => {{
+                        let (v, idx) = ($v, _mm512_set1_epi64($k));
+                        [
+                            _mm512_permutexvar_epi64(idx, v[0]),
+                            _mm512_permutexvar_epi64(idx, v[1]),
+                            _mm512_permutexvar_epi64(idx, v[2]),
+                        ]
+                    }};
+                }
+                // Multiplies lanes of `p` by `x` where `mask` has a bit, by 1 elsewhere.
+                macro_rules! step {
+                    ($p:expr, $x:expr, $mask:expr) => {{
+                        let (x, mask): ([__m512i; 3], __mmask8) = ($x, $mask);
+                        let m = [
+                            _mm512_mask_blend_epi64(mask, _mm512_set1_epi64(1), x[0]),
+                            _mm512_maskz_mov_epi64(mask, x[1]),
+                            _mm512_maskz_mov_epi64(mask, x[2]),
+                        ];
+                        mul($p, &m, &[times20!(m[1]), times20!(m[2])])
+                    }};
+                }
+                let r1 = [
+                    _mm512_set1_epi64(r.0[0] as i64),
+                    _mm512_set1_epi64(r.0[1] as i64),
+                    _mm512_set1_epi64(r.0[2] as i64),
+                ];
+                let p = step!(r1, r1, 0b1010_1010);
+                let p = step!(p, lane!(&p, 1), 0b1100_1100);
+                let p = step!(p, lane!(&p, 3), 0b1111_0000);
+                let r8 = lane!(&p, 7);
+                // Lane k of the last step takes r^(8-k): p reversed.
+                let reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+                let last_r = [
+                    _mm512_permutexvar_epi64(reverse, p[0]),
+                    _mm512_permutexvar_epi64(reverse, p[1]),
+                    _mm512_permutexvar_epi64(reverse, p[2]),
+                ];
+                Lanes {
+                    h: [_mm512_setzero_si512(); 3],
+                    started: false,
+                    s8: [times20!(r8[1]), times20!(r8[2])],
+                    r8,
+                    last_s: [times20!(last_r[1]), times20!(last_r[2])],
+                    last_r,
+                    even: _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0),
+                    odd: _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1),
+                }
             }
         }
 
@@ -398,12 +453,15 @@ mod tests {
             assert_eq!(AeadMac::new(&key, len).finish(&ct), expected, "all at finish, len {len}");
             let mut mac = AeadMac::new(&key, len);
             #[cfg(target_arch = "x86_64")]
-            if let Some(lanes) = &mut mac.lanes {
+            if mac.vector {
+                // SAFETY: `vector` is set only where the CPU has the features these need.
+                let mut lanes = unsafe { ifma::Lanes::new(&mac.r) };
                 for g in 0..3.min(len / 128) {
-                    // SAFETY: `lanes` exists only where the CPU has the features it needs.
+                    // SAFETY: as above.
                     unsafe { lanes.absorb(ct[g * 128..(g + 1) * 128].try_into().unwrap()) };
                     mac.groups += 1;
                 }
+                mac.lanes = Some(lanes);
             }
             assert_eq!(mac.finish(&ct), expected, "three groups first, len {len}");
         }
