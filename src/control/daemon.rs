@@ -1,12 +1,16 @@
 //! `veil [-f] IFNAME`: create the TUN device and the UAPI socket, go to the background once both
 //! exist (a failure before that is the exit status of the command), then serve until a signal,
-//! the deletion of the TUN device or the removal of the socket file.
+//! the deletion of the TUN device or the removal of the socket file. In the foreground under a
+//! service manager (`NOTIFY_SOCKET`, systemd's Type=notify), it says `READY=1` once its socket
+//! serves and `STOPPING=1` when it stops; elsewhere that is a no-op.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
 
 use crate::device::Device;
 use crate::noise::Config;
@@ -245,6 +249,11 @@ pub fn run(ifname: &str, options: Options) -> Result<(), String> {
         }
     };
     readiness.ready();
+    if foreground {
+        // A service manager (Type=notify) started us: the socket serves, `wg` can configure us.
+        let status = format!("{ifname} is running, configure it with wg");
+        let _ = sd_notify::notify(&[NotifyState::Status(&status), NotifyState::Ready]);
+    }
     // A panicking thread would leave a half-working device behind; stop the whole daemon instead,
     // cleanly (socket removed), and say so.
     static PANICKED: AtomicBool = AtomicBool::new(false);
@@ -272,6 +281,9 @@ pub fn run(ifname: &str, options: Options) -> Result<(), String> {
             break format!("{} was removed", path.display());
         }
     };
+    if foreground {
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    }
     device.stop(&reason);
     if inode(&path) == our_inode {
         let _ = std::fs::remove_file(&path);

@@ -24,6 +24,9 @@ use super::resolvconf;
 use super::show::uapi_request;
 use crate::noise::keys::parse_hex_key;
 
+/// Where `veil up NAME` finds NAME.conf, as wg-quick.
+pub const CONFIG_DIR: &str = "/etc/wireguard";
+
 /// Finds the config: a path as given, else /etc/wireguard/NAME.conf. Returns it and the
 /// interface name (the file's stem).
 pub fn locate(arg: &str) -> Result<(PathBuf, String), String> {
@@ -31,7 +34,7 @@ pub fn locate(arg: &str) -> Result<(PathBuf, String), String> {
     let path = if given.exists() || arg.contains('/') || arg.ends_with(".conf") {
         given.to_path_buf()
     } else {
-        Path::new("/etc/wireguard").join(format!("{arg}.conf"))
+        Path::new(CONFIG_DIR).join(format!("{arg}.conf"))
     };
     let name = path
         .file_stem()
@@ -71,25 +74,70 @@ fn resolve(endpoint: &str, signals: &Interrupts) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve endpoint {endpoint:?}: {e}"))
 }
 
-fn start_daemon(ifname: &str) -> Result<(), String> {
+/// Whether `veil up` runs under a service manager that waits to hear that the service is ready
+/// (systemd's `Type=notify`, which sets `NOTIFY_SOCKET`; see docs/install.md).
+fn notify_expected() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty())
+}
+
+/// Starts the daemon and waits for its socket. It detaches as wg-quick's daemons do, except
+/// under a service manager (`NOTIFY_SOCKET`): then it stays in the foreground as a child of
+/// this process, recorded in `done`, so that [`hand_over`] can make it the service's main
+/// process once the tunnel is configured; its log goes where ours goes (the journal).
+fn start_daemon(ifname: &str, done: &mut Progress) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    say!("[#] {} {ifname}", exe.display());
+    let mut cmd = Command::new(&exe);
     // In a process group of its own: a Ctrl-C meant for `veil up` must not kill the daemon's
     // parent halfway (its child would live on, unknown to the rollback); `veil up` catches the
     // signal and undoes the start itself.
-    let status =
-        Command::new(&exe).arg(ifname).stdin(Stdio::null()).process_group(0).status().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("the daemon for {ifname} failed to start ({status})"));
+    cmd.stdin(Stdio::null()).process_group(0);
+    if notify_expected() {
+        say!("[#] {} --foreground {ifname}", exe.display());
+        // The daemon is not the main process yet: its own readiness message would be refused.
+        cmd.arg("--foreground").arg(ifname).env_remove("NOTIFY_SOCKET");
+        done.child = Some(cmd.spawn().map_err(|e| format!("cannot start {}: {e}", exe.display()))?);
+    } else {
+        say!("[#] {} {ifname}", exe.display());
+        let status = cmd.arg(ifname).status().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("the daemon for {ifname} failed to start ({status})"));
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while !socket_path(ifname).exists() {
+        if let Some(Ok(Some(status))) = done.child.as_mut().map(|c| c.try_wait()) {
+            return Err(format!("the daemon for {ifname} failed to start ({status})"));
+        }
         if Instant::now() > deadline {
             return Err(format!("{} did not appear", socket_path(ifname).display()));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+/// Under a service manager: tells it that the tunnel is configured (`READY=1`) and that the
+/// daemon, not this process, is the service's main process (`MAINPID=`), so that the service
+/// lives as long as the tunnel and fails if the daemon dies. Without `NOTIFY_SOCKET`, nothing.
+fn hand_over(ifname: &str, done: &Progress) -> Result<(), String> {
+    use sd_notify::NotifyState;
+    let Some(daemon) = &done.child else { return Ok(()) };
+    let status = format!("{ifname} is up");
+    sd_notify::notify(&[NotifyState::MainPid(daemon.id()), NotifyState::Status(&status), NotifyState::Ready])
+        .map_err(|e| format!("cannot tell the service manager that {ifname} is ready (NOTIFY_SOCKET): {e}"))
+}
+
+/// Waits for a daemon started in the foreground to end after a failed `veil up` removed its
+/// interface; one that did not get that far is killed.
+fn reap(mut daemon: std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while matches!(daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if matches!(daemon.try_wait(), Ok(None)) {
+        let _ = daemon.kill();
+    }
+    let _ = daemon.wait();
 }
 
 /// The MTU of a route as `ip route get` / `ip route show` prints it: its own `mtu`, else its
@@ -143,6 +191,8 @@ fn table_of(cfg: &Config) -> Option<String> {
 struct Progress {
     /// The daemon (and so the interface) was started by this run.
     daemon: bool,
+    /// That daemon, when it runs in the foreground as our child (under a service manager).
+    child: Option<std::process::Child>,
     /// The resolvconf record was added.
     dns: bool,
     /// The default routes' table, and the families whose route and rules were added.
@@ -184,7 +234,7 @@ fn port_user(port: u16) -> Option<String> {
 /// Everything of `veil up` between the daemon's start and the PostUp hooks, recorded in `done`
 /// as it goes. Stops with an error between steps once `signals` caught one.
 fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signals: &Interrupts) -> Result<(), String> {
-    start_daemon(ifname)?;
+    start_daemon(ifname, done)?;
     done.daemon = true;
     signals.check()?;
     let endpoints = std::cell::RefCell::new(Vec::new());
@@ -302,10 +352,14 @@ pub fn up(arg: &str) -> Result<(), String> {
     // As wg-quick (its EXIT trap): a failing PostUp hook takes the interface down again.
     let result = bring_up(&cfg, &path, &ifname, &mut done, &signals)
         .and_then(|()| hooks(&cfg.interface.post_up, &ifname))
-        .and_then(|()| signals.check());
+        .and_then(|()| signals.check())
+        .and_then(|()| hand_over(&ifname, &done));
     if let Err(e) = result {
         say!("[!] {e}; removing {ifname}");
         teardown(&ifname, &cfg.interface.dns, &done);
+        if let Some(daemon) = done.child.take() {
+            reap(daemon);
+        }
         return Err(e);
     }
     Ok(())
@@ -355,7 +409,7 @@ pub fn down(arg: &str) -> Result<(), String> {
     if cfg.interface.save_config {
         save_config(&cfg, &path, &ifname)?;
     }
-    teardown(&ifname, &cfg.interface.dns, &Progress { daemon: true, dns: true, table, families });
+    teardown(&ifname, &cfg.interface.dns, &Progress { daemon: true, child: None, dns: true, table, families });
     hooks(&cfg.interface.post_down, &ifname)?;
     Ok(())
 }
