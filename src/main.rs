@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
+use veil::control::completion;
 
 /// veil: a user-space WireGuard tunnel.
 ///
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
     name = "veil",
     version,
     args_conflicts_with_subcommands = true,
-    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  VEIL_USER=USER               as --user (how wg-quick and `veil up` can ask for it)\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)\n  VEIL_AEAD=ring               seal and open data with ring's ChaCha20-Poly1305 only (default:\n                               veil's AVX-512 code for messages of 640 bytes and more where the\n                               CPU has AVX-512 F/BW/VL and IFMA)"
+    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  VEIL_USER=USER               as --user (how wg-quick and `veil up` can ask for it)\n  NOTIFY_SOCKET                set by systemd (Type=notify): with --foreground, READY=1 once\n                               the socket serves, STOPPING=1 when the daemon stops\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)\n  VEIL_AEAD=ring               seal and open data with ring's ChaCha20-Poly1305 only (default:\n                               veil's AVX-512 code for messages of 640 bytes and more where the\n                               CPU has AVX-512 F/BW/VL and IFMA)"
 )]
 struct Cli {
     /// Stay in the foreground instead of detaching.
@@ -42,6 +44,7 @@ enum Command {
     /// Show interfaces as `wg show` does (all veil/wg userspace interfaces by default).
     Show {
         /// Only this interface.
+        #[arg(add = ArgValueCompleter::new(completion::interfaces))]
         interface: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -52,14 +55,32 @@ enum Command {
     /// addresses, MTU, DNS (through resolvconf), routes, the /0 policy routing, hooks.
     /// An endpoint's host name that fails to resolve for a temporary reason is tried again as
     /// `wg` does (1 s, then 1.2x longer each time up to 20 s), WG_ENDPOINT_RESOLUTION_RETRIES
-    /// times (15 by default, `infinity` allowed).
-    Up { config: String },
+    /// times (15 by default, `infinity` allowed). Under systemd's Type=notify (NOTIFY_SOCKET set,
+    /// as in dist/systemd/veil@.service) the daemon stays in the foreground and READY=1 goes
+    /// out once the tunnel is configured, with the daemon as MAINPID (see docs/install.md).
+    Up {
+        #[arg(add = ArgValueCompleter::new(completion::configs))]
+        config: String,
+    },
     /// Take down an interface brought up with `veil up` (or with wg-quick and a userspace
     /// implementation), following what the live interface has, not the file.
-    Down { config: String },
+    Down {
+        #[arg(add = ArgValueCompleter::new(completion::interfaces_or_configs))]
+        config: String,
+    },
     /// Bring up a tunnel between two network namespaces, send traffic through it, show the
     /// peers, and clean up (needs root).
     Demo,
+    /// Print the completion script for SHELL; load it in the shell's start-up file (see
+    /// docs/install.md). It completes subcommands, options and, through `veil` itself, the
+    /// running interfaces (`show`, `down`) and the configs in /etc/wireguard (`up`).
+    Completions {
+        #[arg(value_parser = completion::SHELLS)]
+        shell: String,
+    },
+    /// Write the man pages (veil.1 and one per subcommand, veil-up.1, ...) into DIR, for
+    /// example /usr/local/share/man/man1.
+    Man { dir: std::path::PathBuf },
 }
 
 fn report(what: &str, r: Result<(), String>) -> ExitCode {
@@ -104,6 +125,7 @@ fn show(interface: Option<String>, json: bool) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    completion::answer_if_asked(Cli::command);
     let cli = Cli::parse();
     match (cli.command, cli.interface) {
         (Some(Command::Genkey), _) => {
@@ -125,6 +147,14 @@ fn main() -> ExitCode {
         (Some(Command::Up { config }), _) => report("up", veil::control::quick::up(&config)),
         (Some(Command::Down { config }), _) => report("down", veil::control::quick::down(&config)),
         (Some(Command::Show { interface, json }), _) => show(interface, json),
+        (Some(Command::Completions { shell }), _) => {
+            report("completions", completion::write_script(&shell, &mut std::io::stdout()))
+        }
+        (Some(Command::Man { dir }), _) => report(
+            "man",
+            veil::control::manpages::write(Cli::command(), &dir)
+                .map(|pages| pages.iter().for_each(|p| println!("{}", p.display()))),
+        ),
         (None, Some(ifname)) => {
             let options = veil::control::daemon::Options { foreground: cli.foreground, user: cli.user };
             match veil::control::daemon::run(&ifname, options) {
