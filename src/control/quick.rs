@@ -49,12 +49,12 @@ fn link_exists(ifname: &str) -> bool {
     Path::new("/sys/class/net").join(ifname).exists()
 }
 
-/// An endpoint's address: numeric (a link-local zone may be an interface name, as wg accepts),
-/// else resolved by name.
-/// An endpoint's address: a literal as it is, a host name resolved with wg's retries for
-/// temporary failures (see `resolve.rs`), the waits cut short by a signal.
+/// An endpoint's address: a literal as it is (a link-local zone may be an interface name, as wg
+/// accepts), a host name resolved with wg's retries for temporary failures (see `resolve.rs`),
+/// the waits cut short by a signal.
 fn resolve(endpoint: &str, signals: &Interrupts) -> Result<SocketAddr, String> {
-    if let Ok(addr) = crate::device::uapi::parse_endpoint(endpoint) {
+    let literal = crate::device::uapi::parse_endpoint(endpoint);
+    if let Ok(addr) = literal.and_then(|e| e.resolve(crate::sys::udp::interface_index)) {
         return Ok(addr);
     }
     let bad = || format!("endpoint {endpoint:?} is not HOST:PORT");

@@ -37,8 +37,10 @@ pub(super) fn write_get(shared: &Shared, out: &mut String) {
     uapi::write_get(out, key, shared.sockets().port, core.fwmark, peers.collect::<Vec<_>>());
 }
 
-/// Applies a validated set request.
-pub(super) fn apply_set(shared: &Arc<Shared>, req: SetRequest) -> Result<(), UapiError> {
+/// Applies a validated set request. Endpoint zones named by interface are looked up first
+/// (without the lock): an unknown name refuses the request before anything changes.
+pub(super) fn apply_set(shared: &Arc<Shared>, mut req: SetRequest) -> Result<(), UapiError> {
+    req.resolve_zones(crate::sys::udp::interface_index)?;
     let mut retired = None;
     let mut core = shared.lock();
     let result = apply_locked(shared, &mut core, req, &mut retired);
@@ -133,7 +135,8 @@ fn apply_locked(
             let _ = core.iface.set_psk(id, psk);
         }
         if let Some(ep) = change.endpoint {
-            let _ = core.iface.set_endpoint(id, Some(ep));
+            // Zones resolved by apply_set.
+            let _ = core.iface.set_endpoint(id, Some(ep.addr));
         }
         if change.replace_allowed_ips {
             routing.remove_peer(id);

@@ -4,8 +4,14 @@
 //! line and is answered with `errno=N`. A set request is parsed and validated completely before
 //! anything is applied, so a bad line leaves the device exactly as it was. Error numbers are
 //! wireguard-go's (negative errno values).
+//!
+//! Everything here is pure (no system calls), so it can be tested and fuzzed alone: reading a
+//! request's lines from a stream ([`read_request`]), parsing a set request ([`parse_set`]) and
+//! writing a get answer. The one lookup a request can need, the index of an interface named as
+//! a link-local endpoint's zone, is the caller's ([`SetRequest::resolve_zones`]).
 
 use std::fmt::Write as _;
+use std::io::{BufRead, Read};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
@@ -18,6 +24,9 @@ pub const EIO: i32 = -5;
 pub const EINVAL: i32 = -22;
 pub const EPROTO: i32 = -71;
 pub const EADDRINUSE: i32 = -98;
+
+/// The longest UAPI line accepted (the longest valid one is under 100 bytes).
+pub const MAX_LINE: usize = 4096;
 
 /// A refused request: the errno to answer with and a message for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +55,7 @@ pub struct PeerChange {
     pub update_only: bool,
     /// `Some(None)` clears the psk.
     pub preshared_key: Option<Option<PresharedKey>>,
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<Endpoint>,
     /// Seconds; 0 turns it off.
     pub persistent_keepalive: Option<u16>,
     pub replace_allowed_ips: bool,
@@ -77,20 +86,42 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, UapiErro
     value.parse().map_err(|_| UapiError::invalid(format!("{key}: invalid number {value:?}")))
 }
 
+/// An endpoint as a set request gives it. A link-local address may name its zone by interface
+/// (`[fe80::1%eth0]:51820`): the name is kept in `zone` and `addr` has scope id 0 until
+/// [`Endpoint::resolve`] looks the name up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub zone: Option<String>,
+}
+
+impl Endpoint {
+    /// The address, with a named zone turned into its interface index by `index_of` (in the
+    /// daemon [`crate::sys::udp::interface_index`], a system call).
+    pub fn resolve(&self, index_of: impl FnOnce(&str) -> Option<u32>) -> Result<SocketAddr, UapiError> {
+        let (SocketAddr::V6(addr), Some(zone)) = (self.addr, &self.zone) else { return Ok(self.addr) };
+        let scope = index_of(zone)
+            .ok_or_else(|| UapiError::invalid(format!("endpoint {}: no interface {zone:?} for the zone", self.addr)))?;
+        Ok(SocketAddrV6::new(*addr.ip(), addr.port(), 0, scope).into())
+    }
+}
+
 /// Parses an endpoint as `wg` writes it: `1.2.3.4:51820`, `[2001:db8::1]:51820`, or a
-/// link-local address with its zone as a number or an interface name: `[fe80::1%eth0]:51820`.
-pub fn parse_endpoint(value: &str) -> Result<SocketAddr, UapiError> {
+/// link-local address with its zone as a number or an interface name: `[fe80::1%eth0]:51820`
+/// (the name is looked up later, see [`Endpoint`]).
+pub fn parse_endpoint(value: &str) -> Result<Endpoint, UapiError> {
     let invalid = || UapiError::invalid(format!("endpoint: invalid address {value:?}"));
     if let Ok(addr) = value.parse() {
-        return Ok(addr);
+        return Ok(Endpoint { addr, zone: None });
     }
     let (host, port) = value.strip_prefix('[').and_then(|v| v.split_once("]:")).ok_or_else(invalid)?;
     let (addr, zone) = host.split_once('%').ok_or_else(invalid)?;
     let addr: Ipv6Addr = addr.parse().map_err(|_| invalid())?;
     let port: u16 = port.parse().map_err(|_| invalid())?;
-    let scope = crate::sys::udp::interface_index(zone)
-        .ok_or_else(|| UapiError::invalid(format!("endpoint {value:?}: no interface {zone:?} for the zone")))?;
-    Ok(SocketAddrV6::new(addr, port, 0, scope).into())
+    if zone.is_empty() {
+        return Err(invalid());
+    }
+    Ok(Endpoint { addr: SocketAddrV6::new(addr, port, 0, 0).into(), zone: Some(zone.to_string()) })
 }
 
 /// Parses a prefix; a bare address means a host prefix. Host bits must be zero, as wg sends.
@@ -159,6 +190,90 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
         }
     }
     Ok(req)
+}
+
+impl SetRequest {
+    /// Turns every endpoint zone given by interface name into its index with `index_of`, before
+    /// anything is applied: a name that is no interface refuses the whole request.
+    pub fn resolve_zones(&mut self, index_of: impl Fn(&str) -> Option<u32>) -> Result<(), UapiError> {
+        for endpoint in self.peers.iter_mut().filter_map(|p| p.endpoint.as_mut()) {
+            *endpoint = Endpoint { addr: endpoint.resolve(&index_of)?, zone: None };
+        }
+        Ok(())
+    }
+}
+
+/// One request as read from a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Every line arrived, as text: the first (`get=1`, `set=1`) and the body up to the empty
+    /// line (without it).
+    Complete { op: String, body: Vec<String> },
+    /// Complete, but a line is not UTF-8 or longer than [`MAX_LINE`]: refused.
+    Invalid,
+    /// The stream ended (or failed, or timed out) before the request's empty line; `lines` were
+    /// read. Nothing of it may be applied.
+    CutShort { lines: usize },
+}
+
+/// One line of a request, without its newline.
+enum Line {
+    Text(String),
+    /// Not UTF-8, or longer than MAX_LINE.
+    Invalid,
+    /// End of the stream (also in the middle of a line), a read error or a timeout.
+    End,
+}
+
+fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Line {
+    buf.clear();
+    match reader.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', buf) {
+        Ok(0) | Err(_) => Line::End,
+        Ok(_) if buf.last() != Some(&b'\n') => {
+            if buf.len() > MAX_LINE {
+                Line::Invalid
+            } else {
+                Line::End
+            }
+        }
+        Ok(_) => {
+            // "\n" or "\r\n": a client that ends lines as in HTTP is understood too.
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            match std::str::from_utf8(buf) {
+                Ok(text) => Line::Text(text.to_string()),
+                Err(_) => Line::Invalid,
+            }
+        }
+    }
+}
+
+/// Reads the next request from `reader` (`buf` is scratch space kept between calls); `None`
+/// when the stream ends between requests. An empty first line is a (refused) request of its
+/// own, with no body to wait for.
+pub fn read_request(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Option<Request> {
+    let op = match next_line(reader, buf) {
+        Line::End => return None,
+        Line::Invalid => None,
+        Line::Text(op) if op.is_empty() => return Some(Request::Complete { op, body: Vec::new() }),
+        Line::Text(op) => Some(op),
+    };
+    let mut valid = op.is_some();
+    let mut body = Vec::new();
+    loop {
+        match next_line(reader, buf) {
+            Line::End => return Some(Request::CutShort { lines: body.len() + 1 }),
+            Line::Invalid => valid = false,
+            Line::Text(line) if line.is_empty() => break,
+            Line::Text(line) => body.push(line),
+        }
+    }
+    Some(match op {
+        Some(op) if valid => Request::Complete { op, body },
+        _ => Request::Invalid,
+    })
 }
 
 /// What `get=1` reports of one peer.
@@ -230,7 +345,7 @@ mod tests {
         let p = &req.peers[0];
         assert_eq!(p.public_key.unwrap().to_hex(), PK);
         assert!(matches!(p.preshared_key, Some(Some(_))));
-        assert_eq!(p.endpoint, Some("[2001:db8::1]:51820".parse().unwrap()));
+        assert_eq!(p.endpoint, Some(Endpoint { addr: "[2001:db8::1]:51820".parse().unwrap(), zone: None }));
         assert_eq!(p.persistent_keepalive, Some(25));
         assert!(p.replace_allowed_ips);
         assert_eq!(
@@ -246,13 +361,66 @@ mod tests {
     #[test]
     fn link_local_endpoints_carry_their_zone() {
         let numeric = parse_endpoint("[fe80::1%7]:51820").unwrap();
-        assert!(matches!(numeric, SocketAddr::V6(a) if a.scope_id() == 7 && a.port() == 51820));
-        // Every Linux network namespace has "lo", index 1.
-        let named = parse_endpoint("[fe80::2%lo]:1").unwrap();
-        assert_eq!(named, SocketAddr::V6(SocketAddrV6::new("fe80::2".parse().unwrap(), 1, 0, 1)));
-        for bad in ["[fe80::1%no-such-if0]:1", "[fe80::1%lo]:x", "[fe80::1%lo]", "fe80::1%lo:1", "[nope%lo]:1"] {
+        assert!(matches!(numeric.addr, SocketAddr::V6(a) if a.scope_id() == 7 && a.port() == 51820));
+        assert_eq!(numeric.zone, None);
+        for bad in ["[fe80::1%lo]:x", "[fe80::1%lo]", "fe80::1%lo:1", "[nope%lo]:1", "[fe80::1%]:1"] {
             assert_eq!(parse_endpoint(bad).unwrap_err().errno, EINVAL, "{bad}");
         }
+    }
+
+    #[test]
+    fn zone_names_are_looked_up_after_parsing_not_during_it() {
+        // Parsing is pure: a name that is no interface here parses, and only resolving it fails.
+        let text = format!(
+            "public_key={PK}\nendpoint=[fe80::2%no-such-if0]:1\npublic_key={}\nendpoint=[fe80::3%lo]:2",
+            "ab".repeat(32)
+        );
+        let mut req = parse_set(text.lines()).unwrap();
+        let ep = req.peers[0].endpoint.clone().unwrap();
+        assert_eq!((ep.addr, ep.zone.as_deref()), ("[fe80::2]:1".parse().unwrap(), Some("no-such-if0")));
+        let lookups = std::cell::RefCell::new(Vec::new());
+        let index_of = |name: &str| {
+            lookups.borrow_mut().push(name.to_string());
+            (name == "lo").then_some(1)
+        };
+        assert_eq!(req.resolve_zones(index_of).unwrap_err().errno, EINVAL);
+        assert_eq!(*lookups.borrow(), ["no-such-if0"], "the first unknown name stops the resolution");
+        req.peers.remove(0);
+        req.resolve_zones(index_of).unwrap();
+        let resolved = req.peers[0].endpoint.clone().unwrap();
+        assert_eq!(
+            resolved,
+            Endpoint { addr: SocketAddrV6::new("fe80::3".parse().unwrap(), 2, 0, 1).into(), zone: None }
+        );
+        // In the daemon the lookup is if_nametoindex; every network namespace has "lo" (index 1).
+        let mut req =
+            parse_set(["public_key=".to_string() + PK, "endpoint=[fe80::2%lo]:1".into()].iter().map(String::as_str))
+                .unwrap();
+        req.resolve_zones(crate::sys::udp::interface_index).unwrap();
+        assert_eq!(req.peers[0].endpoint.as_ref().unwrap().addr, "[fe80::2%1]:1".parse().unwrap());
+    }
+
+    #[test]
+    fn requests_are_read_whole_or_refused() {
+        let read_all = |bytes: &[u8]| {
+            let mut reader = std::io::BufReader::new(bytes);
+            let mut buf = Vec::new();
+            std::iter::from_fn(|| read_request(&mut reader, &mut buf)).collect::<Vec<_>>()
+        };
+        let complete = |op: &str, body: &[&str]| Request::Complete {
+            op: op.into(),
+            body: body.iter().map(|l| l.to_string()).collect(),
+        };
+        assert_eq!(
+            read_all(b"get=1\n\nset=1\r\nlisten_port=1\r\n\r\n\n"),
+            [complete("get=1", &[]), complete("set=1", &["listen_port=1"]), complete("", &[])]
+        );
+        assert_eq!(read_all(b"set=1\nlisten_port=1\n"), [Request::CutShort { lines: 2 }]);
+        assert_eq!(read_all(b"set=1\nlisten_port=1"), [Request::CutShort { lines: 1 }]);
+        assert_eq!(read_all(b"set=1\n\xff\n\nget=1\n\n"), [Request::Invalid, complete("get=1", &[])]);
+        let long = format!("set=1\n{}\n\n", "x".repeat(MAX_LINE + 1));
+        assert_eq!(read_all(long.as_bytes())[0], Request::Invalid);
+        assert_eq!(read_all(b""), []);
     }
 
     #[test]

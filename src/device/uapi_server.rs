@@ -2,7 +2,7 @@
 //! connection, at most [`UAPI_MAX_CONNECTIONS`] at once, each closed after [`UAPI_IDLE`] of
 //! silence. A request is applied only once it is complete; see [`super::uapi`] for the protocol.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,8 +15,6 @@ use super::{Shared, configure, uapi};
 const UAPI_IDLE: Duration = Duration::from_secs(30);
 /// At most this many UAPI connections are served at once; more are closed at once.
 const UAPI_MAX_CONNECTIONS: usize = 128;
-/// The longest UAPI line accepted (the longest valid one is under 100 bytes).
-const MAX_UAPI_LINE: usize = 4096;
 
 /// Accepts connections on `listener` in a thread of its own.
 pub(super) fn spawn(shared: Arc<Shared>, listener: UnixListener) -> std::io::Result<()> {
@@ -55,40 +53,6 @@ pub(super) fn answer_text(shared: &Arc<Shared>, request: &str) -> String {
     out
 }
 
-/// One line of a UAPI request, without its newline.
-enum Line {
-    Text(String),
-    /// Not UTF-8, or longer than MAX_UAPI_LINE: the request is refused.
-    Invalid,
-    /// End of the stream (also in the middle of a line), a read error or the idle timeout.
-    End,
-}
-
-fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Line {
-    buf.clear();
-    match reader.by_ref().take(MAX_UAPI_LINE as u64 + 1).read_until(b'\n', buf) {
-        Ok(0) | Err(_) => Line::End,
-        Ok(_) if buf.last() != Some(&b'\n') => {
-            if buf.len() > MAX_UAPI_LINE {
-                Line::Invalid
-            } else {
-                Line::End
-            }
-        }
-        Ok(_) => {
-            // "\n" or "\r\n": a client that ends lines as in HTTP is understood too.
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            match std::str::from_utf8(buf) {
-                Ok(text) => Line::Text(text.to_string()),
-                Err(_) => Line::Invalid,
-            }
-        }
-    }
-}
-
 /// Serves the requests of one UAPI connection, in order. A request is applied only when it is
 /// complete (its empty line arrived) and every line is text: a request cut short by the end of
 /// the stream changes nothing (wireguard-go would apply the lines it got).
@@ -99,42 +63,21 @@ fn serve_conn(shared: &Arc<Shared>, conn: UnixStream) {
     let mut writer = std::io::BufWriter::new(write_half);
     let mut reader = BufReader::new(conn);
     let mut buf = Vec::new();
-    loop {
-        let mut valid = true;
-        let op = match next_line(&mut reader, &mut buf) {
-            Line::End => return,
-            Line::Invalid => {
-                valid = false;
-                String::new()
-            }
-            Line::Text(op) => op,
-        };
-        // An empty first line is a (refused) request of its own, with no body to wait for.
-        let mut body: Vec<String> = Vec::new();
-        let mut complete = true;
-        if !op.is_empty() || !valid {
-            loop {
-                match next_line(&mut reader, &mut buf) {
-                    Line::End => {
-                        complete = false;
-                        break;
-                    }
-                    Line::Invalid => valid = false,
-                    Line::Text(line) if line.is_empty() => break,
-                    Line::Text(line) => body.push(line),
-                }
-            }
-        }
+    while let Some(request) = uapi::read_request(&mut reader, &mut buf) {
         let mut out = String::new();
-        if !complete {
-            tracing::warn!("UAPI request cut short ({} lines, no empty line): not applied", body.len() + 1);
-        } else if !valid {
-            tracing::warn!("UAPI request refused: a line is not UTF-8 text or is too long");
-        }
-        if valid && complete {
-            handle_request(shared, &op, &mut body.iter().map(String::as_str), &mut out);
-        } else {
-            out.push_str(&format!("errno={}\n\n", uapi::EINVAL));
+        let complete = !matches!(request, uapi::Request::CutShort { .. });
+        match request {
+            uapi::Request::Complete { op, body } => {
+                handle_request(shared, &op, &mut body.iter().map(String::as_str), &mut out)
+            }
+            uapi::Request::Invalid => {
+                tracing::warn!("UAPI request refused: a line is not UTF-8 text or is too long");
+                out.push_str(&format!("errno={}\n\n", uapi::EINVAL));
+            }
+            uapi::Request::CutShort { lines } => {
+                tracing::warn!("UAPI request cut short ({lines} lines, no empty line): not applied");
+                out.push_str(&format!("errno={}\n\n", uapi::EINVAL));
+            }
         }
         if writer.write_all(out.as_bytes()).and_then(|_| writer.flush()).is_err() || !complete {
             return;
