@@ -123,7 +123,10 @@ fn receive_seeds() -> Vec<(String, Vec<u8>)> {
     let mut response = init[..92].to_vec();
     response[0] = 2;
     seeds.push(("fix_mac1_initiation".into(), record(OP_DATAGRAM | F_FIX_MAC1, &init)));
-    seeds.push(("fix_mac1_response".into(), [record(OP_INITIATE, &[]), record(OP_DATAGRAM | F_FIX_MAC1, &response)].concat()));
+    seeds.push((
+        "fix_mac1_response".into(),
+        [record(OP_INITIATE, &[]), record(OP_DATAGRAM | F_FIX_MAC1, &response)].concat(),
+    ));
     seeds.push(("stranger".into(), record(OP_DATAGRAM | F_STRANGER | F_UNDER_LOAD, &init)));
     let mut data = vec![4, 0, 0, 0];
     data.extend_from_slice(&[0; 44]);
@@ -233,12 +236,24 @@ fn main() {
     write(
         "uapi",
         "set_zones",
-        format!("set=1\npublic_key={pk}\nendpoint=[fe80::1%eth0]:1\npublic_key={}\nendpoint=[fe80::2%3]:2\n\n", "ab".repeat(32))
+        format!(
+            "set=1\npublic_key={pk}\nendpoint=[fe80::1%eth0]:1\npublic_key={}\nendpoint=[fe80::2%3]:2\n\n",
+            "ab".repeat(32)
+        )
+        .as_bytes(),
+    );
+    write(
+        "uapi",
+        "set_remove",
+        format!("set=1\npublic_key={pk}\nremove=true\nupdate_only=true\n\nget=1\n\n").as_bytes(),
+    );
+    write("uapi", "crlf_and_cut", format!("set=1\r\nlisten_port=1\r\n\r\nset=1\npublic_key={pk}\n").as_bytes());
+    write(
+        "uapi",
+        "zero_keys",
+        format!("set=1\nprivate_key={}\npublic_key={pk}\npreshared_key={}\n\n", "0".repeat(64), "0".repeat(64))
             .as_bytes(),
     );
-    write("uapi", "set_remove", format!("set=1\npublic_key={pk}\nremove=true\nupdate_only=true\n\nget=1\n\n").as_bytes());
-    write("uapi", "crlf_and_cut", format!("set=1\r\nlisten_port=1\r\n\r\nset=1\npublic_key={pk}\n").as_bytes());
-    write("uapi", "zero_keys", format!("set=1\nprivate_key={}\npublic_key={pk}\npreshared_key={}\n\n", "0".repeat(64), "0".repeat(64)).as_bytes());
     write("uapi", "not_utf8", b"set=1\nlisten_port=\xff\n\n");
 
     // wg-quick configs.
@@ -262,7 +277,11 @@ fn main() {
     // IP packets (first byte 0: no routes; 2: two routes).
     let udp4 = ipv4_udp(b"abc");
     write("ip", "udp4", &[&[0][..], &udp4].concat());
-    write("ip", "udp6_routes", &[&[2, 8, 10, 0, 0, 0, 0x80 | 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &udp6(b"xyz")].concat());
+    write(
+        "ip",
+        "udp6_routes",
+        &[&[2, 8, 10, 0, 0, 0, 0x80 | 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &udp6(b"xyz")].concat(),
+    );
     write("ip", "tcp4_routes", &[&[2, 24, 10, 0, 0, 0, 32, 10, 0, 0, 2][..], &tcp(false, 1, 0x10, b"data")].concat());
 
     // Super-segments as a TUN read gives them.
@@ -280,20 +299,27 @@ fn main() {
         };
         write("virtio_split", name, &vnet(hdr, &tcp(v6, 5, 0x18, &payload)));
     }
-    let hdr = H { flags: H::F_NEEDS_CSUM, gso_type: H::GSO_UDP_L4, hdr_len: 48, gso_size: 700, csum_start: 40, csum_offset: 6 };
+    let hdr = H {
+        flags: H::F_NEEDS_CSUM,
+        gso_type: H::GSO_UDP_L4,
+        hdr_len: 48,
+        gso_size: 700,
+        csum_start: 40,
+        csum_offset: 6,
+    };
     write("virtio_split", "uso6", &vnet(hdr, &udp6(&payload[..2000])));
     write("virtio_split", "plain", &vnet(H { flags: H::F_DATA_VALID, ..H::default() }, &udp4));
 
     // Received packets to coalesce: a TCP stream per family, UDP, and a mix.
     let packets = |ps: &[Vec<u8>]| ps.iter().flat_map(|p| record(0, p)[1..].to_vec()).collect::<Vec<u8>>();
     for (name, v6) in [("stream4", false), ("stream6", true)] {
-        let segs: Vec<Vec<u8>> = (0..4u32)
-            .map(|k| tcp(v6, 100 + k * 500, if k == 3 { 0x18 } else { 0x10 }, &payload[..500]))
-            .collect();
+        let segs: Vec<Vec<u8>> =
+            (0..4u32).map(|k| tcp(v6, 100 + k * 500, if k == 3 { 0x18 } else { 0x10 }, &payload[..500])).collect();
         write("gro", name, &[&[3][..], &packets(&segs)].concat());
     }
     let udps: Vec<Vec<u8>> = (0..4).map(|_| udp6(&payload[..300])).collect();
     write("gro", "udp6", &[&[3][..], &packets(&udps)].concat());
-    let mix = vec![tcp(false, 0, 0x10, &payload[..100]), udp4.clone(), tcp(false, 100, 0x10, &payload[..100]), vec![0x45; 3]];
+    let mix =
+        vec![tcp(false, 0, 0x10, &payload[..100]), udp4.clone(), tcp(false, 100, 0x10, &payload[..100]), vec![0x45; 3]];
     write("gro", "mix", &[&[1][..], &packets(&mix)].concat());
 }

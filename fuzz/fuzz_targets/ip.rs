@@ -71,8 +71,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(src.is_some(), header.is_some());
     assert_eq!(dst.is_some(), header.is_some());
     match (src, dst) {
-        (Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => assert_eq!((&s.octets()[..], &d.octets()[..]), (&p[12..16], &p[16..20])),
-        (Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => assert_eq!((&s.octets()[..], &d.octets()[..]), (&p[8..24], &p[24..40])),
+        (Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => {
+            assert_eq!((&s.octets()[..], &d.octets()[..]), (&p[12..16], &p[16..20]))
+        }
+        (Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => {
+            assert_eq!((&s.octets()[..], &d.octets()[..]), (&p[8..24], &p[24..40]))
+        }
         (None, None) => {}
         other => panic!("source and destination disagree: {other:?}"),
     }

@@ -71,7 +71,8 @@ fuzz_target!(|data: &[u8]| {
         let text = canonical(&req);
         let again = uapi::parse_set(text.lines()).unwrap_or_else(|e| panic!("canonical form refused: {e}\n{text}"));
         assert_eq!(canonical(&again), text);
-        let zones: Vec<Option<String>> = req.peers.iter().map(|p| p.endpoint.as_ref().and_then(|e| e.zone.clone())).collect();
+        let zones: Vec<Option<String>> =
+            req.peers.iter().map(|p| p.endpoint.as_ref().and_then(|e| e.zone.clone())).collect();
         // A pretend lookup: names of up to 15 bytes (IFNAMSIZ - 1) exist, with their length as index.
         let index_of = |name: &str| (name.len() < 16).then_some(name.len() as u32);
         match req.resolve_zones(index_of) {

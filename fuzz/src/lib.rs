@@ -133,10 +133,7 @@ impl Harness {
         }
         for (to, datagram) in &self.out.sent[sent_before..] {
             assert!(messages::parse(datagram).is_ok(), "sent a datagram that is no message: {datagram:02x?}");
-            assert!(
-                [initiator_addr(), stranger_addr()].contains(to),
-                "sent to {to}, an address nothing came from"
-            );
+            assert!([initiator_addr(), stranger_addr()].contains(to), "sent to {to}, an address nothing came from");
         }
         assert!(self.iface.index_count() <= 8, "indices leak: {}", self.iface.index_count());
     }
