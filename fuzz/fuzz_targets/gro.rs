@@ -41,10 +41,11 @@ fn masked(p: &[u8]) -> Vec<u8> {
     if let Some(c) = p.get_mut(at..at + 2) {
         c.fill(0);
     }
-    if proto == 6 && p.get(iph + 13).is_some_and(|f| f & 0x20 == 0) {
-        if let Some(urgent) = p.get_mut(iph + 18..iph + 20) {
-            urgent.fill(0);
-        }
+    if proto == 6
+        && p.get(iph + 13).is_some_and(|f| f & 0x20 == 0)
+        && let Some(urgent) = p.get_mut(iph + 18..iph + 20)
+    {
+        urgent.fill(0);
     }
     p
 }
