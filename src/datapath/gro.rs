@@ -526,6 +526,23 @@ mod tests {
     }
 
     #[test]
+    fn an_urgent_pointer_without_urg_does_not_keep_segments_apart() {
+        // Found by fuzz/fuzz_targets/gro.rs. Without URG the urgent pointer means nothing
+        // (RFC 9293 3.1), and the kernel's GRO does not compare it either (tcp_gro_receive:
+        // flags and window, ack, options); its split repeats the first segment's.
+        let d = [5u8; 100];
+        let a = tcp(false, 0, TCP_ACK, &d, (1, 2));
+        let mut b = tcp(false, 100, TCP_ACK, &d, (1, 2));
+        b[20 + 18..20 + 20].copy_from_slice(&[0xfd, 0xff]);
+        fix_l4_checksum(&mut b, 20, 16);
+        let (got, written) = run(&mut Coalescer::new(true, true), &[a.clone(), b.clone()]);
+        assert_eq!(written, 1);
+        b[20 + 18..20 + 20].fill(0);
+        fix_l4_checksum(&mut b, 20, 16);
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
     fn udp_is_coalesced_only_where_the_kernel_takes_it() {
         let segs: Vec<Vec<u8>> = (0..10u8).map(|i| udp(&[i; 1200], 53)).collect();
         let (got, written) = run(&mut Coalescer::new(true, true), &segs);
