@@ -115,7 +115,7 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
                 Some(s) => s,
                 None => {
                     let Some((peer, session)) = table.get(index) else {
-                        shared.drops.refused.fetch_add(1, Ordering::Relaxed);
+                        shared.drops.unknown_index.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
                     rx.met.push(Met {
@@ -129,7 +129,7 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
                     rx.met.len() - 1
                 }
             };
-            rx.items.push(OpenItem { buf: b, off, len, counter, session, plain: None, packet: 0 });
+            rx.items.push(OpenItem { buf: b, off, len, counter, session, plain: None, packet: 0, replayed: false });
         }
     }
 }
@@ -177,7 +177,15 @@ fn deliver(shared: &Shared, rx: &mut RxBatch) -> bool {
     for item in &rx.items {
         let met = &rx.met[item.session];
         if item.plain.is_none() {
-            shared.drops.refused.fetch_add(1, Ordering::Relaxed);
+            let d = &shared.drops;
+            let reason = if rx.expired[item.session] {
+                &d.no_session
+            } else if item.replayed {
+                &d.replayed
+            } else {
+                &d.bad_authentication
+            };
+            reason.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if item.packet == 0 {

@@ -217,6 +217,8 @@ pub(crate) struct OpenItem {
     pub plain: Option<usize>,
     /// After opening: the IP packet's length (0: keepalive, refused, or not an IP packet).
     pub packet: usize,
+    /// After opening: refused by the replay window (not by authentication).
+    pub replayed: bool,
 }
 
 fn open_items(buf: &mut [u8], items: &mut [OpenItem], sessions: &[Arc<Session>], expired: &[bool]) {
@@ -226,9 +228,12 @@ fn open_items(buf: &mut [u8], items: &mut [OpenItem], sessions: &[Arc<Session>],
             continue;
         }
         let body = &mut buf[item.off + DATA_HEADER_LEN..item.off + item.len];
-        if let Ok(plain) = sessions[item.session].open(item.counter, body) {
-            item.plain = Some(plain.len());
-            item.packet = if plain.is_empty() { 0 } else { crate::noise::ip::packet_len(plain).unwrap_or(0) };
+        match sessions[item.session].open(item.counter, body) {
+            Ok(plain) => {
+                item.plain = Some(plain.len());
+                item.packet = if plain.is_empty() { 0 } else { crate::noise::ip::packet_len(plain).unwrap_or(0) };
+            }
+            Err(e) => item.replayed = e == crate::noise::session::SessionError::Replay,
         }
     }
 }
@@ -404,7 +409,16 @@ mod tests {
                 let (buf, meta) = batch.get_mut(b);
                 for (off, len) in datagrams(meta) {
                     let counter = u64::from_le_bytes(buf[off + 8..off + 16].try_into().unwrap());
-                    items.push(OpenItem { buf: b, off, len, counter, session: 0, plain: None, packet: 0 });
+                    items.push(OpenItem {
+                        buf: b,
+                        off,
+                        len,
+                        counter,
+                        session: 0,
+                        plain: None,
+                        packet: 0,
+                        replayed: false,
+                    });
                 }
             }
             opener.open(&mut batch, &mut items, std::slice::from_ref(&rx), &[false]);

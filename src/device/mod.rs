@@ -53,13 +53,19 @@ pub(crate) struct Core {
 }
 
 /// Counters of packets the engine dropped, by reason (relaxed atomics, never a lock; reported
-/// when the daemon stops, see [`Device::drop_summary`]).
+/// by `get` with `veil=1` and when the daemon stops, see [`Device::drop_summary`]).
 #[derive(Default)]
 pub(crate) struct Drops {
     /// Decrypted, but the inner source address is not one of the peer's allowed IPs.
     pub not_allowed: AtomicU64,
-    /// A data message that did not open (unknown index, expired, forged, replayed).
-    pub refused: AtomicU64,
+    /// A data message whose receiver index belongs to no session.
+    pub unknown_index: AtomicU64,
+    /// A data message whose session has expired (REJECT_AFTER_TIME).
+    pub no_session: AtomicU64,
+    /// A data message whose counter was seen already or is behind the replay window.
+    pub replayed: AtomicU64,
+    /// A data message that failed authentication (forged, corrupted, or the wrong key).
+    pub bad_authentication: AtomicU64,
     /// A handshake message that found the handshake queue full.
     pub handshake_queue_full: AtomicU64,
     /// Our own datagram came back through the TUN (a routing loop, see `tx.rs`).
@@ -362,12 +368,15 @@ impl Device {
     pub fn drop_summary(&self) -> String {
         let d = &self.shared.drops;
         format!(
-            "{} packets dropped for a source outside the peer's allowed IPs, {} data messages \
-             refused (unknown index, expired, forged or replayed), {} handshake messages dropped \
-             with the handshake queue full, {} datagrams of ours that came back through the tunnel \
-             (a routing loop)",
+            "{} packets dropped for a source outside the peer's allowed IPs, data messages refused: \
+             {} for an unknown index, {} for an expired session, {} replayed, {} failing \
+             authentication; {} handshake messages dropped with the handshake queue full, {} \
+             datagrams of ours that came back through the tunnel (a routing loop)",
             d.not_allowed.load(Ordering::Relaxed),
-            d.refused.load(Ordering::Relaxed),
+            d.unknown_index.load(Ordering::Relaxed),
+            d.no_session.load(Ordering::Relaxed),
+            d.replayed.load(Ordering::Relaxed),
+            d.bad_authentication.load(Ordering::Relaxed),
             d.handshake_queue_full.load(Ordering::Relaxed),
             d.routing_loop.load(Ordering::Relaxed)
         )

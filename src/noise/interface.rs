@@ -82,6 +82,8 @@ pub struct Interface {
     /// Initiations' public-key work is handed out (see [`Interface::set_defer_work`]).
     defer_work: bool,
     work: Vec<InitiationWork>,
+    /// Cookie replies sent (handshake messages refused under load for want of a valid mac2).
+    cookies_sent: u64,
 }
 
 macro_rules! context {
@@ -120,11 +122,17 @@ impl Interface {
             buf: vec![0u8; 2048],
             defer_work: false,
             work: Vec::new(),
+            cookies_sent: 0,
         }
     }
 
     pub fn public_key(&self) -> &PublicKey {
         &self.public
+    }
+
+    /// Cookie replies sent since the interface was made.
+    pub fn cookies_sent(&self) -> u64 {
+        self.cookies_sent
     }
 
     pub fn private_key(&self) -> &StaticSecret {
@@ -388,6 +396,7 @@ impl Interface {
             MacCheck::BadMac2 => {
                 let reply = self.checker.reply(msg, sender, &src, now, &mut self.rng);
                 out.send(src, &reply);
+                self.cookies_sent += 1;
                 Err(ReceiveError::CookieRequired)
             }
         }

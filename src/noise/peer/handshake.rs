@@ -90,6 +90,7 @@ impl Peer {
         };
         self.pending = Some(pending);
         self.cookie.stamp(&mut msg, now);
+        self.stats.handshakes_initiated += 1;
         self.send_datagram(endpoint, &msg, out);
         self.timers.any_authenticated_packet_traversal(now);
         self.timers.any_authenticated_packet_sent();
@@ -164,7 +165,7 @@ impl Peer {
         now: Instant,
         out: &mut dyn Output,
     ) -> Result<Received, ReceiveError> {
-        self.endpoint = Some(src);
+        self.learn_endpoint(src);
         self.timers.any_authenticated_packet_traversal(now);
         self.timers.any_authenticated_packet_received();
         let session = self.new_session(index, remote_index, keys, now, false, ctx);
@@ -213,7 +214,7 @@ impl Peer {
         }
         let session = self.new_session(pending.sender_index, msg.sender(), keys, now, true, ctx);
         self.install_session(session, ctx, now);
-        self.endpoint = Some(src);
+        self.learn_endpoint(src);
         self.stats.rx_bytes += msg.bytes().len() as u64;
         self.handshake_done(ctx, now);
         self.timers.any_authenticated_packet_received();
@@ -229,6 +230,7 @@ impl Peer {
 
     pub(crate) fn accept_cookie(&mut self, reply: &CookieReply<'_>, now: Instant) -> Result<Received, ReceiveError> {
         self.cookie.consume(reply, now).map_err(ReceiveError::Cookie)?;
+        self.stats.cookies_received += 1;
         Ok(Received::CookieReply(self.id))
     }
 }

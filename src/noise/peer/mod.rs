@@ -51,19 +51,37 @@ pub enum SendOutcome {
     Queued,
 }
 
-/// Counters and times reported for a peer.
+/// Counters and times reported for a peer. Kept under the interface's lock, where the
+/// bookkeeping they count happens anyway (the data path takes it once per batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStats {
     /// Bytes of authenticated datagrams received (whole UDP payloads, as wg reports them).
     pub rx_bytes: u64,
     /// Bytes of datagrams sent (whole UDP payloads).
     pub tx_bytes: u64,
+    /// Data messages received that carried a packet (keepalives not counted).
+    pub rx_packets: u64,
+    /// Data messages sent that carried a packet (keepalives not counted).
+    pub tx_packets: u64,
     /// Time since the Unix epoch of the last completed handshake.
     pub last_handshake: Option<Duration>,
     pub queued_packets: usize,
     /// Sessions held (current, previous and next slots that are filled).
     pub sessions: usize,
+    /// When the newest session was made (`None`: no session).
+    pub session_created: Option<Instant>,
+    /// Initiations sent (retries included).
+    pub handshakes_initiated: u64,
     pub handshakes_completed: u64,
+    /// Initiations that got no response within REKEY_TIMEOUT.
+    pub handshakes_failed: u64,
+    /// Cookie replies from the peer that were taken.
+    pub cookies_received: u64,
+    /// Times an authenticated message came from another address than the endpoint in use.
+    pub endpoint_changes: u64,
+    /// Packets waiting for a session that were dropped (the queue full, or the handshake
+    /// given up).
+    pub dropped_no_session: u64,
 }
 
 /// What every peer operation needs from the interface.
@@ -152,6 +170,14 @@ impl Peer {
         self.endpoint = endpoint;
     }
 
+    /// The endpoint an authenticated message came from (roaming), counted when it changes.
+    fn learn_endpoint(&mut self, src: SocketAddr) {
+        if self.endpoint.is_some_and(|e| e != src) {
+            self.stats.endpoint_changes += 1;
+        }
+        self.endpoint = Some(src);
+    }
+
     /// Changes the psk; sessions in use keep working, the next handshake uses the new key.
     pub(crate) fn set_psk(&mut self, psk: PresharedKey) {
         self.psk = psk;
@@ -173,6 +199,7 @@ impl Peer {
         let mut s = self.stats.clone();
         s.queued_packets = self.staged.len();
         s.sessions = self.keypairs.count();
+        s.session_created = self.keypairs.current_any().map(|k| k.created);
         s
     }
 

@@ -25,8 +25,9 @@ pub struct ReceivedData {
 impl Peer {
     /// Bookkeeping for authenticated data (see [`ReceivedData`]).
     pub(crate) fn received(&mut self, r: &ReceivedData, ctx: &mut Context<'_>, now: Instant, out: &mut dyn Output) {
-        self.endpoint = Some(r.src);
+        self.learn_endpoint(r.src);
         self.stats.rx_bytes += r.bytes;
+        self.stats.rx_packets += r.packets;
         if self.keypairs.confirm(r.index, ctx.indices) {
             // Key confirmation: the initiator used the keypair we made as responder.
             self.handshake_done(ctx, now);

@@ -35,7 +35,7 @@ impl Peer {
         if self.staged.is_empty() && self.seal_and_send(packet, ctx, now, out) {
             return SendOutcome::Sent;
         }
-        self.staged.push(packet, ctx.config.max_queued_packets);
+        self.stats.dropped_no_session += self.staged.push(packet, ctx.config.max_queued_packets) as u64;
         if self.keypairs.current(now, ctx.config).is_some() {
             self.flush_staged(ctx, now, out);
             if self.staged.is_empty() {
@@ -62,6 +62,7 @@ impl Peer {
         }
         let Ok((n, _)) = session.seal(packet, ctx.buf, ctx.config.mtu) else { return false };
         out.send(endpoint, &ctx.buf[..n]);
+        self.stats.tx_packets += u64::from(!packet.is_empty());
         self.sent_with(&session, !packet.is_empty(), n as u64, ctx, now, out);
         true
     }
@@ -96,16 +97,18 @@ impl Peer {
         }
         let endpoint = self.endpoint?;
         let session = self.keypairs.current(now, ctx.config)?.clone();
-        let (mut count, mut bytes, mut data) = (0u64, 0u64, false);
+        let (mut count, mut bytes, mut packets) = (0u64, 0u64, 0u64);
         for len in lens {
             count += 1;
             bytes += sealed_len(len, ctx.config.mtu) as u64;
-            data |= len > 0;
+            packets += u64::from(len > 0);
         }
         if count == 0 {
             return None;
         }
         let first_counter = session.reserve(count)?;
+        self.stats.tx_packets += packets;
+        let data = packets > 0;
         self.sent_with(&session, data, bytes, ctx, now, out);
         Some(SealPlan { peer: self.id, endpoint, session, first_counter, mtu: ctx.config.mtu })
     }

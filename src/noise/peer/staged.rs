@@ -10,12 +10,16 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Holds a copy of `packet`, dropping the oldest held packet if `max` are held already.
-    pub fn push(&mut self, packet: &[u8], max: usize) {
+    /// Holds a copy of `packet`, dropping the oldest held packet if `max` are held already;
+    /// returns how many were dropped.
+    pub fn push(&mut self, packet: &[u8], max: usize) -> usize {
+        let mut dropped = 0;
         while self.queue.len() >= max.max(1) {
             self.queue.pop_front();
+            dropped += 1;
         }
         self.queue.push_back(packet.to_vec());
+        dropped
     }
 
     pub fn pop(&mut self) -> Option<Vec<u8>> {
@@ -47,10 +51,8 @@ mod tests {
     #[test]
     fn keeps_order_and_drops_the_oldest_when_full() {
         let mut s = Staged::default();
-        for i in 0..5u8 {
-            s.push(&[i], 3);
-        }
-        assert_eq!(s.len(), 3);
+        let dropped: usize = (0..5u8).map(|i| s.push(&[i], 3)).sum();
+        assert_eq!((s.len(), dropped), (3, 2));
         let first = s.pop().unwrap();
         assert_eq!(first, vec![2]);
         s.unpop(first);

@@ -13,8 +13,10 @@ impl Peer {
         while let Some(event) = self.timers.expired(now, ctx.config) {
             match event {
                 TimerEvent::RetransmitHandshake => {
+                    self.stats.handshakes_failed += 1;
                     if self.handshake_attempts >= ctx.config.max_handshake_attempts() {
                         // Give up: drop what waited for this handshake, erase keys later.
+                        self.stats.dropped_no_session += self.staged.len() as u64;
                         self.staged.clear();
                         if let Some(p) = self.pending.take() {
                             ctx.indices.remove(p.sender_index);
@@ -30,6 +32,7 @@ impl Peer {
                 TimerEvent::NewHandshake => self.initiate(ctx, now, false, out),
                 TimerEvent::ZeroKeyMaterial => {
                     self.release_indices(ctx.indices);
+                    self.stats.dropped_no_session += self.staged.len() as u64;
                     self.staged.clear();
                     self.timers.stop_retransmit();
                 }
