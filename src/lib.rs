@@ -4,10 +4,12 @@
 //! - [`datapath`]: the packet engine (batches, TX, RX, workers, handshake and timer threads).
 //! - [`device`]: one interface at run time: its state, start and stop, the UAPI socket.
 //! - [`sys`]: the kernel interfaces (TUN with offloads, UDP with GSO/GRO).
+//! - [`status`]: the status of an interface and its peers, as text, JSON and metrics.
 //! - [`control`]: the daemon's life cycle and the command-line tools.
 
 pub mod control;
 pub mod datapath;
 pub mod device;
 pub mod noise;
+pub mod status;
 pub mod sys;

@@ -16,7 +16,7 @@ use veil::control::completion;
     name = "veil",
     version,
     args_conflicts_with_subcommands = true,
-    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  VEIL_USER=USER               as --user (how wg-quick and `veil up` can ask for it)\n  NOTIFY_SOCKET                set by systemd (Type=notify): with --foreground, READY=1 once\n                               the socket serves, STOPPING=1 when the daemon stops\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)\n  VEIL_AEAD=ring               seal and open data with ring's ChaCha20-Poly1305 only (default:\n                               veil's AVX-512 code for messages of 640 bytes and more where the\n                               CPU has AVX-512 F/BW/VL and IFMA)"
+    after_long_help = "Environment for the daemon:\n  WG_PROCESS_FOREGROUND=1      stay in the foreground (as wireguard-go)\n  VEIL_USER=USER               as --user (how wg-quick and `veil up` can ask for it)\n  VEIL_METRICS_LISTEN=ADDR:PORT\n                               as --metrics-listen (for wg-quick and `veil up`)\n  NOTIFY_SOCKET                set by systemd (Type=notify): with --foreground, READY=1 once\n                               the socket serves, STOPPING=1 when the daemon stops\n  LOG_LEVEL=silent|error|info|verbose|trace\n                               how much it logs on stderr (default info; verbose: handshakes\n                               and refused handshake messages)\n  VEIL_REKEY_AFTER_TIME_MS, VEIL_REJECT_AFTER_TIME_MS, VEIL_REKEY_TIMEOUT_MS,\n  VEIL_KEEPALIVE_TIMEOUT_MS, VEIL_REKEY_ATTEMPT_TIME_MS,\n  VEIL_REKEY_AFTER_MESSAGES, VEIL_REJECT_AFTER_MESSAGES\n                               override WireGuard's timer constants for this tunnel (tests)\n  VEIL_CRYPTO_HELPERS=N        threads that seal and open besides the TUN and UDP threads\n                               (default: one per core beyond two; 0: none)\n  VEIL_AEAD=ring               seal and open data with ring's ChaCha20-Poly1305 only (default:\n                               veil's AVX-512 code for messages of 640 bytes and more where the\n                               CPU has AVX-512 F/BW/VL and IFMA)"
 )]
 struct Cli {
     /// Stay in the foreground instead of detaching.
@@ -27,6 +27,10 @@ struct Cli {
     /// VEIL_USER. As root, the daemon keeps only those capabilities either way.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (for example 127.0.0.1:9586); also
+    /// VEIL_METRICS_LISTEN. Off by default: nothing listens unless asked.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
     /// The interface to create and serve.
     interface: Option<String>,
     #[command(subcommand)]
@@ -46,9 +50,19 @@ enum Command {
         /// Only this interface.
         #[arg(add = ArgValueCompleter::new(completion::interfaces))]
         interface: Option<String>,
-        /// Print JSON instead of text.
+        /// Print JSON (fields and units in docs/status.md; no keys but public ones).
         #[arg(long)]
         json: bool,
+    },
+    /// Print Prometheus metrics of the interfaces (all by default), for node_exporter's
+    /// textfile collector; names and labels in docs/status.md.
+    Metrics {
+        /// Only this interface.
+        interface: Option<String>,
+        /// Write to FILE (through a temporary file renamed over it, as the textfile collector
+        /// wants) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
     },
     /// Bring up an interface from a wg-quick config file (a path, or NAME for
     /// /etc/wireguard/NAME.conf), as `wg-quick up` does, with veil as the implementation:
@@ -95,33 +109,34 @@ fn report(what: &str, r: Result<(), String>) -> ExitCode {
     }
 }
 
-fn show(interface: Option<String>, json: bool) -> ExitCode {
-    use veil::control::show;
-    let names = match interface {
-        Some(n) => vec![n],
-        None => show::interfaces(),
-    };
-    let mut failed = false;
-    let mut objects = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        match show::query(name) {
-            Ok(info) if json => objects.push(show::render_json(&info)),
-            Ok(info) => {
-                if i > 0 {
-                    println!();
-                }
-                print!("{}", show::render_text(&info));
-            }
-            Err(e) => {
-                eprintln!("veil show: {e}");
-                failed = true;
-            }
-        }
+/// Prints what a status command produced, and its errors; fails if any interface failed.
+fn print_status((out, errors): (String, Vec<String>), what: &str, output: Option<&std::path::Path>) -> ExitCode {
+    use std::io::Write;
+    let mut failed = !errors.is_empty();
+    for e in errors {
+        let _ = writeln!(std::io::stderr(), "veil {what}: {e}");
     }
-    if json {
-        println!("[{}]", objects.join(","));
+    let written = match output {
+        Some(path) => write_replacing(path, &out),
+        None => std::io::stdout().write_all(out.as_bytes()).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
+        let _ = writeln!(std::io::stderr(), "veil {what}: {e}");
+        failed = true;
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over `path`, so a reader
+/// never sees half a file.
+fn write_replacing(path: &std::path::Path, text: &str) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 fn main() -> ExitCode {
@@ -146,7 +161,12 @@ fn main() -> ExitCode {
         (Some(Command::Demo), _) => report("demo", veil::control::demo::run()),
         (Some(Command::Up { config }), _) => report("up", veil::control::quick::up(&config)),
         (Some(Command::Down { config }), _) => report("down", veil::control::quick::down(&config)),
-        (Some(Command::Show { interface, json }), _) => show(interface, json),
+        (Some(Command::Show { interface, json }), _) => {
+            print_status(veil::control::show::show(interface.as_deref(), json), "show", None)
+        }
+        (Some(Command::Metrics { interface, output }), _) => {
+            print_status(veil::control::show::metrics(interface.as_deref()), "metrics", output.as_deref())
+        }
         (Some(Command::Completions { shell }), _) => {
             report("completions", completion::write_script(&shell, &mut std::io::stdout()))
         }
@@ -156,7 +176,11 @@ fn main() -> ExitCode {
                 .map(|pages| pages.iter().for_each(|p| println!("{}", p.display()))),
         ),
         (None, Some(ifname)) => {
-            let options = veil::control::daemon::Options { foreground: cli.foreground, user: cli.user };
+            let options = veil::control::daemon::Options {
+                foreground: cli.foreground,
+                user: cli.user,
+                metrics_listen: cli.metrics_listen,
+            };
             match veil::control::daemon::run(&ifname, options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -1,5 +1,6 @@
-//! `veil show` (text and JSON) against `wg show`, the key commands against wg's, and the
-//! README's first command, `veil demo`, end to end.
+//! `veil show` (text and JSON) against `wg show`, `veil metrics` and the daemon's metrics
+//! endpoint through `promtool check metrics`, the key commands against wg's, and the README's
+//! first command, `veil demo`, end to end.
 mod netns;
 
 use netns::*;
@@ -12,9 +13,14 @@ fn veil(args: &str) -> std::process::Output {
 /// A veil pair with one completed handshake and some traffic, ready to be shown.
 fn busy_pair() -> (Netns, Netns, Endpoint, Endpoint) {
     let (na, nb) = (Netns::new("sha"), Netns::new("shb"));
-    link(&na, &nb, &["10.61.0.1/24"], &["10.61.0.2/24"]);
     let a = endpoint(&na, Impl::Veil, &["10.62.0.1/24"], "");
     let b = endpoint(&nb, Impl::Veil, &["10.62.0.2/24"], "");
+    connect(na, nb, a, b)
+}
+
+/// Links `a` (in `na`) and `b` (in `nb`), makes them peers and pings through the tunnel.
+fn connect(na: Netns, nb: Netns, a: Endpoint, b: Endpoint) -> (Netns, Netns, Endpoint, Endpoint) {
+    link(&na, &nb, &["10.61.0.1/24"], &["10.61.0.2/24"]);
     a.listen(&na, 51820);
     b.listen(&nb, 51821);
     let k = psk();
@@ -31,8 +37,21 @@ fn veil_show_text_matches_wg_show() {
         return;
     }
     let (na, _nb, a, b) = busy_pair();
+    // The whole text, line for line, taken between two equal reads of wg's (the handshake age
+    // and the counters move).
+    let mut same = false;
+    for _ in 0..20 {
+        let before = na.sh(&format!("wg show {}", a.ifname));
+        let ours = veil(&format!("show {}", a.ifname));
+        assert!(ours.status.success(), "veil show: {}", String::from_utf8_lossy(&ours.stderr));
+        if na.sh(&format!("wg show {}", a.ifname)) == before {
+            assert_eq!(String::from_utf8_lossy(&ours.stdout), before, "veil show is wg show");
+            same = true;
+            break;
+        }
+    }
+    assert!(same, "wg show never read the same twice in a row");
     let ours = veil(&format!("show {}", a.ifname));
-    assert!(ours.status.success(), "veil show: {}", String::from_utf8_lossy(&ours.stderr));
     let text = String::from_utf8_lossy(&ours.stdout).into_owned();
     // Fields that do not move between the two reads must be identical to wg's own rendering.
     let wg = na.sh(&format!("wg show {}", a.ifname));
@@ -77,13 +96,15 @@ fn veil_show_json_carries_the_uapi_state() {
     assert_eq!(i["interface"], a.ifname.as_str());
     assert_eq!(i["public_key"], a.keys.public.as_str());
     assert_eq!(i["listen_port"], 51820);
-    assert_eq!(i["fwmark"], 0);
+    assert_eq!(i["fwmark"], serde_json::Value::Null);
     assert!(!out.stdout.windows(a.keys.private.len()).any(|w| w == a.keys.private.as_bytes()), "no private key");
+    assert_eq!(i["counters"]["under_load"], false);
+    assert!(i["counters"]["dropped"]["not_allowed"].is_u64(), "{i}");
     let peers = i["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 1);
     let p = &peers[0];
     assert_eq!(p["public_key"], b.keys.public.as_str());
-    assert_eq!(p["preshared_key"], true);
+    assert_eq!(p["has_preshared_key"], true);
     assert_eq!(p["endpoint"], "10.61.0.2:51821");
     assert_eq!(p["persistent_keepalive"], 25);
     // Handshake time and counters: the same values wg reads over the same socket.
@@ -93,6 +114,131 @@ fn veil_show_json_carries_the_uapi_state() {
     let ours_hs = p["latest_handshake"].as_u64().unwrap();
     assert!(ours_hs.abs_diff(hs) <= 1, "latest_handshake {ours_hs} vs wg {hs}");
     assert!(p["rx_bytes"].as_u64().unwrap() > 0 && p["tx_bytes"].as_u64().unwrap() > 0);
+    // veil's own counters: the pings went both ways over one handshake, which a started.
+    let c = &p["counters"];
+    assert!(c["rx_packets"].as_u64().unwrap() > 0 && c["tx_packets"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["handshakes_initiated"].as_u64().unwrap() >= 1, "{c}");
+    assert!(c["handshakes_completed"].as_u64().unwrap() >= 1, "{c}");
+    assert!(c["session_age_ms"].as_u64().is_some(), "{c}");
+}
+
+/// Runs `promtool check metrics` on `text`; panics with its words if it finds a problem.
+/// Without promtool: a loud skip, or a failure under CI=true.
+fn promtool_check(text: &str, what: &str) -> bool {
+    if !have("promtool") {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "promtool (Debian prometheus) missing under CI");
+        eprintln!(
+            "!!!!! SKIPPED promtool check of {what}: promtool is not installed (apt-get install prometheus) !!!!!"
+        );
+        return false;
+    }
+    let f = TempFile::new(text);
+    let out = sh_out(&format!("promtool check metrics < {}", f.path()));
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics on {what}: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// The metrics an endpoint must show for a peer with traffic, in prometheus_wireguard_exporter's
+/// names and labels, and no secret.
+fn check_metrics(text: &str, ifname: &str, own: &Endpoint, peer: &Endpoint, allowed: &str) {
+    let labels = format!("{{interface=\"{ifname}\",public_key=\"{}\",allowed_ips=\"{allowed}\"}}", peer.keys.public);
+    for family in ["wireguard_sent_bytes_total", "wireguard_received_bytes_total", "wireguard_latest_handshake_seconds"]
+    {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{family}{labels} ")))
+            .unwrap_or_else(|| panic!("{family}{labels}:\n{text}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value > 0.0, "{line}");
+    }
+    assert!(
+        text.contains(&format!("veil_peer_handshakes_completed_total{{interface=\"{ifname}\",public_key=")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("veil_interface_dropped_packets_total{{interface=\"{ifname}\",reason=\"replayed\"}}")),
+        "{text}"
+    );
+    assert!(!text.contains(&own.keys.private) && !text.contains(&peer.keys.private), "a private key in the metrics");
+}
+
+#[test]
+fn veil_metrics_pass_promtool_with_the_exporters_names() {
+    if !require_root("veil_metrics_pass_promtool_with_the_exporters_names") {
+        return;
+    }
+    let (_na, _nb, a, b) = busy_pair();
+    let out = veil(&format!("metrics {}", a.ifname));
+    assert!(out.status.success(), "veil metrics: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    check_metrics(&text, &a.ifname, &a, &b, "10.62.0.2/32,10.63.0.0/16");
+    promtool_check(&text, "veil metrics");
+    // --output: the file the textfile collector reads, replaced whole.
+    let file = std::env::temp_dir().join(format!("{}.prom", unique("veilmetrics")));
+    let written = veil(&format!("metrics {} --output {}", a.ifname, file.display()));
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(saved.contains("# TYPE wireguard_sent_bytes_total counter"), "{saved}");
+}
+
+/// The TCP sockets listening in `ns`.
+fn listening(ns: &Netns) -> String {
+    ns.sh("ss -Hltn")
+}
+
+/// The names of a process's threads.
+fn threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn metrics_endpoint_is_off_by_default_and_serves_when_asked() {
+    if !require_root("metrics_endpoint_is_off_by_default_and_serves_when_asked") {
+        return;
+    }
+    // Off by default: nothing listens in a daemon's namespace, no metrics thread.
+    {
+        let (na, nb, a, b) = busy_pair();
+        for (ns, e) in [(&na, &a), (&nb, &b)] {
+            assert_eq!(listening(ns), "", "a daemon without --metrics-listen listens on TCP");
+            let names = threads(e.proc.child.id());
+            assert!(!names.is_empty() && !names.iter().any(|t| t.contains("metrics")), "{names:?}");
+        }
+    }
+    // On when asked: a through the environment (the wg-quick path), b on the command line.
+    let (na, nb) = (Netns::new("mea"), Netns::new("meb"));
+    let a = endpoint(&na, Impl::Veil, &["10.62.0.1/24"], "VEIL_METRICS_LISTEN=127.0.0.1:9586");
+    let b_if = unique("wg");
+    let b_cmd = format!("{} -f --metrics-listen [::1]:9587 {b_if}", veil_bin().display());
+    let b = endpoint_cmd(&nb, Impl::Veil, b_if, &b_cmd, &["10.62.0.2/24"]);
+    let (na, nb, a, b) = connect(na, nb, a, b);
+    assert!(listening(&na).contains("127.0.0.1:9586"), "{}", listening(&na));
+    assert!(listening(&nb).contains("[::1]:9587"), "{}", listening(&nb));
+    for (ns, url, own, peer, allowed) in [
+        (&na, "http://127.0.0.1:9586/metrics", &a, &b, "10.62.0.2/32,10.63.0.0/16"),
+        (&nb, "http://[::1]:9587/metrics", &b, &a, "10.62.0.1/32"),
+    ] {
+        let head = ns.sh(&format!("curl -sf -D - -o /dev/null {url}"));
+        assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+        let text = ns.sh(&format!("curl -sf {url}"));
+        check_metrics(&text, &own.ifname, own, peer, allowed);
+        promtool_check(&text, url);
+        let missing =
+            ns.sh_out(&format!("curl -s -o /dev/null -w '%{{http_code}}' {}", url.replace("/metrics", "/other")));
+        assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+    }
 }
 
 #[test]

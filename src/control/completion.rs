@@ -40,7 +40,7 @@ pub fn write_script(shell: &str, out: &mut dyn std::io::Write) -> Result<(), Str
 /// The running interfaces (a socket in /var/run/wireguard), as `veil show` lists them.
 pub fn interfaces(current: &OsStr) -> Vec<CompletionCandidate> {
     let current = current.to_string_lossy();
-    super::show::interfaces()
+    super::uapi_client::interfaces()
         .into_iter()
         .filter(|name| name.starts_with(current.as_ref()))
         .map(|name| CompletionCandidate::new(name).help(Some("running interface".into())))

@@ -5,10 +5,10 @@
 //! serves and `STOPPING=1` when it stops; elsewhere that is a no-op.
 
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 
@@ -38,30 +38,11 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a daemon serves the socket at `path`. One that accepts but does not answer a get
-/// (a daemon on its way out, say after `ip link del`) is given up to two seconds to go.
-fn socket_in_use(path: &Path) -> bool {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let Ok(mut conn) = UnixStream::connect(path) else { return false };
-        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
-        // A serving daemon answers with something; a departing one closes without a word.
-        let mut first = [0u8; 1];
-        let answered = conn.write_all(b"get=1\n\n").is_ok() && matches!(conn.read(&mut first), Ok(1));
-        if answered || Instant::now() >= deadline {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Binds the UAPI socket, replacing a stale socket file but refusing one that is in use.
 fn bind_uapi(path: &Path) -> Result<UnixListener, String> {
     std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
     if path.exists() {
-        if socket_in_use(path) {
+        if super::uapi_client::served(path) {
             return Err(format!("{} is in use by another process", path.display()));
         }
         std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
@@ -197,6 +178,9 @@ pub struct Options {
     pub foreground: bool,
     /// Run as this user once the TUN device and the socket exist (`--user`, `VEIL_USER`).
     pub user: Option<String>,
+    /// Serve Prometheus metrics over HTTP at this address (`--metrics-listen`,
+    /// `VEIL_METRICS_LISTEN`); `None`: no endpoint.
+    pub metrics_listen: Option<String>,
 }
 
 /// Runs the daemon for `ifname`. Returns an error message when start-up fails.
@@ -206,8 +190,13 @@ pub fn run(ifname: &str, options: Options) -> Result<(), String> {
     super::log::init(super::log::level_from_env()?);
     let user_name = options.user.or_else(|| std::env::var("VEIL_USER").ok().filter(|u| !u.is_empty()));
     let user = user_name.as_deref().map(User::lookup).transpose()?;
+    let metrics_listen = options
+        .metrics_listen
+        .or_else(|| std::env::var(super::metrics_http::ENV).ok().filter(|a| !a.is_empty()))
+        .map(|a| super::metrics_http::parse_listen(&a))
+        .transpose()?;
     let path = socket_path(ifname);
-    if socket_in_use(&path) {
+    if super::uapi_client::served(&path) {
         return Err(format!("{ifname} is already running: {} answers", path.display()));
     }
     let tun = crate::sys::tun::Tun::create(ifname).map_err(|e| format!("cannot create TUN device {ifname}: {e}"))?;
@@ -228,6 +217,9 @@ pub fn run(ifname: &str, options: Options) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signals: {e}"))?;
         let device = Device::start(tun, links, config).map_err(|e| format!("cannot start device: {e}"))?;
         device.serve_uapi(listener).map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+        if let Some(addr) = metrics_listen {
+            super::metrics_http::serve(addr, device.clone(), ifname.to_string())?;
+        }
         // A signal stops the device at once, which wakes the loop below.
         let on_signal = device.clone();
         std::thread::Builder::new()

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 
-use super::show;
-use super::show::uapi_request;
+use super::uapi_client;
 use crate::noise::StaticSecret;
 use crate::noise::keys::hex;
 
@@ -45,9 +44,10 @@ impl Drop for Cleanup {
 fn show_both(ifnames: &[&str]) {
     for ifname in ifnames {
         println!();
-        match show::query(ifname) {
+        match uapi_client::status(ifname) {
             Ok(info) => {
-                for line in show::render_text(&info).lines() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                for line in crate::status::text::render(&info, now).lines() {
                     if line.is_empty() { println!() } else { println!("  {line}") }
                 }
             }
@@ -139,7 +139,7 @@ pub fn run() -> Result<(), String> {
         ka.public_key().to_hex()
     );
     for (ifname, set) in [(&if_a, set_a), (&if_b, set_b)] {
-        match uapi_request(ifname, &set)? {
+        match uapi_client::errno(ifname, &set)? {
             0 => {}
             e => return Err(format!("{ifname}: configuration refused (errno {e})")),
         }

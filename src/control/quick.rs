@@ -21,7 +21,7 @@ use super::config::{self, Config, Key32, PeerSection};
 use super::daemon::{check_ifname, socket_path};
 use super::policy_routing::{self, Family};
 use super::resolvconf;
-use super::show::uapi_request;
+use super::uapi_client;
 use crate::noise::keys::parse_hex_key;
 
 /// Where `veil up NAME` finds NAME.conf, as wg-quick.
@@ -253,7 +253,7 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
             e.to_string()
         })?;
     say!("[#] configure {ifname} over its socket");
-    match uapi_request(ifname, &format!("set=1\n{set}\n"))? {
+    match uapi_client::errno(ifname, &format!("set=1\n{set}\n"))? {
         0 => {}
         errno => return Err(refused(ifname, errno, cfg)),
     }
@@ -286,7 +286,7 @@ fn bring_up(cfg: &Config, path: &Path, ifname: &str, done: &mut Progress, signal
                     let t = policy_routing::choose_table(fwmark);
                     if fwmark.is_none() {
                         say!("[#] set fwmark {t} on {ifname} over its socket");
-                        match uapi_request(ifname, &format!("set=1\nfwmark={t}\n\n"))? {
+                        match uapi_client::errno(ifname, &format!("set=1\nfwmark={t}\n\n"))? {
                             0 => {}
                             e => return Err(format!("setting fwmark failed (errno {e})")),
                         }
@@ -416,21 +416,11 @@ pub fn down(arg: &str) -> Result<(), String> {
 
 /// The device's own configuration (keys, port, fwmark, peers), read with `get=1`.
 fn device_config(ifname: &str) -> Result<Config, String> {
-    use std::io::{BufRead, Write};
-    let path = socket_path(ifname);
-    let mut conn = std::os::unix::net::UnixStream::connect(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    conn.write_all(b"get=1\n\n").map_err(|e| e.to_string())?;
+    let answer = uapi_client::get(ifname)?;
     let key = |v: &str| parse_hex_key(v).ok().filter(|k| k.iter().any(|&b| b != 0)).map(|k| Key32::from_bytes(*k));
     let mut cfg = Config::default();
-    let mut line = zeroize::Zeroizing::new(String::new());
-    let mut reader = std::io::BufReader::new(conn);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(|e| format!("{ifname}: {e}"))? == 0 {
-            return Err(format!("{ifname}: incomplete answer to get"));
-        }
-        let Some((k, v)) = line.trim_end().split_once('=') else { continue };
+    for line in answer.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
         let peer = cfg.peers.last_mut();
         match (k, peer) {
             ("errno", _) if v == "0" => return Ok(cfg),
@@ -452,6 +442,7 @@ fn device_config(ifname: &str) -> Result<Config, String> {
             _ => {}
         }
     }
+    Err(format!("{ifname}: incomplete answer to get"))
 }
 
 /// `SaveConfig = true`, as wg-quick does it before `down` deletes the interface: the file is

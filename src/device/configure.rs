@@ -6,35 +6,101 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 
-use super::uapi::{self, PeerReport, SetRequest, UapiError};
+use super::uapi::{self, SetRequest, UapiError};
 use super::{Core, Io, NoOutput, Shared, spawn_udp_readers};
-use crate::noise::{self, Config, Interface, StaticSecret};
+use crate::noise::{self, Config, Interface, PresharedKey, StaticSecret};
+use crate::status;
 use crate::sys::udp::Sockets;
 
-/// Writes the answer to `get=1` (without the final `errno=0`).
-pub(super) fn write_get(shared: &Shared, out: &mut String) {
+/// Writes the answer to `get=1` (without the final `errno=0`); `veil`: with veil's counters.
+pub(super) fn write_get(shared: &Shared, out: &mut String, veil: bool) {
+    let now = crate::sys::clock::now();
+    let under_load = shared.under_load(now);
     let core = shared.lock();
-    let routing = shared.routing();
-    let peers = core.iface.peers().map(|p| {
-        let stats = p.stats();
-        let id = core.iface.peer_by_key(p.public_key()).expect("listed peer exists");
-        PeerReport {
-            public_key: *p.public_key(),
-            preshared_key: p.has_psk().then(|| p.psk().clone()),
-            endpoint: p.endpoint(),
-            last_handshake: stats.last_handshake,
-            tx_bytes: stats.tx_bytes,
-            rx_bytes: stats.rx_bytes,
-            persistent_keepalive: p.persistent_keepalive().map(|d| d.as_secs() as u16).unwrap_or(0),
-            allowed_ips: routing.prefixes_of(id),
-        }
-    });
+    let (iface, psks) = snapshot(shared, &core, now, under_load, true);
     let key = core.has_key.then(|| core.iface.private_key());
-    uapi::write_get(out, key, shared.sockets().port, core.fwmark, peers.collect::<Vec<_>>());
+    uapi::write_get(out, key, &iface, &psks, veil);
+}
+
+/// The device's status now (without its name, which the daemon knows).
+pub(super) fn status(shared: &Shared) -> status::Interface {
+    let now = crate::sys::clock::now();
+    let under_load = shared.under_load(now);
+    snapshot(shared, &shared.lock(), now, under_load, false).0
+}
+
+/// The status, read under the core's lock, and (`with_psks`) each peer's psk in the same order.
+fn snapshot(
+    shared: &Shared,
+    core: &Core,
+    now: Instant,
+    under_load: bool,
+    with_psks: bool,
+) -> (status::Interface, Vec<Option<PresharedKey>>) {
+    let routing = shared.routing();
+    let mut psks = Vec::new();
+    let mut no_session = 0;
+    let peers = core
+        .iface
+        .peers()
+        .map(|p| {
+            let stats = p.stats();
+            let id = core.iface.peer_by_key(p.public_key()).expect("listed peer exists");
+            if with_psks {
+                psks.push(p.has_psk().then(|| p.psk().clone()));
+            }
+            no_session += stats.dropped_no_session;
+            status::Peer {
+                public_key: *p.public_key(),
+                has_preshared_key: p.has_psk(),
+                endpoint: p.endpoint(),
+                allowed_ips: routing.prefixes_of(id),
+                latest_handshake: stats.last_handshake,
+                persistent_keepalive: p.persistent_keepalive().map(|d| d.as_secs() as u16),
+                rx_bytes: stats.rx_bytes,
+                tx_bytes: stats.tx_bytes,
+                counters: Some(status::PeerCounters {
+                    rx_packets: stats.rx_packets,
+                    tx_packets: stats.tx_packets,
+                    handshakes_initiated: stats.handshakes_initiated,
+                    handshakes_completed: stats.handshakes_completed,
+                    handshakes_failed: stats.handshakes_failed,
+                    cookies_received: stats.cookies_received,
+                    endpoint_changes: stats.endpoint_changes,
+                    dropped_no_session: stats.dropped_no_session,
+                    session_age_ms: stats.session_created.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                }),
+            }
+        })
+        .collect();
+    let d = &shared.drops;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let counters = status::InterfaceCounters {
+        under_load,
+        cookies_sent: core.iface.cookies_sent(),
+        dropped: status::Dropped {
+            not_allowed: load(&d.not_allowed),
+            replayed: load(&d.replayed),
+            bad_authentication: load(&d.bad_authentication),
+            unknown_index: load(&d.unknown_index),
+            no_session: load(&d.no_session) + no_session,
+            queue_full: load(&d.handshake_queue_full),
+            routing_loop: load(&d.routing_loop),
+        },
+    };
+    let iface = status::Interface {
+        name: String::new(),
+        public_key: core.has_key.then(|| *core.iface.public_key()),
+        listen_port: shared.sockets().port,
+        fwmark: Some(core.fwmark).filter(|&m| m != 0),
+        peers,
+        counters: Some(counters),
+    };
+    (iface, psks)
 }
 
 /// Applies a validated set request. Endpoint zones named by interface are looked up first

@@ -386,6 +386,11 @@ impl Device {
         self.shared.exit.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The device's status now, with veil's counters (its `name` left empty).
+    pub fn status(&self) -> crate::status::Interface {
+        configure::status(&self.shared)
+    }
+
     /// Answers one UAPI request given as text (`get=1\n\n` or `set=1\n...\n\n`).
     pub fn uapi(&self, request: &str) -> String {
         uapi_server::answer_text(&self.shared, request)

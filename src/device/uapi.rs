@@ -19,6 +19,7 @@ use ipnet::IpNet;
 
 use crate::noise::keys::parse_hex_key;
 use crate::noise::{PresharedKey, PublicKey, StaticSecret};
+use crate::status;
 
 pub const EIO: i32 = -5;
 pub const EINVAL: i32 = -22;
@@ -276,52 +277,178 @@ pub fn read_request(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Option<Requ
     })
 }
 
-/// What `get=1` reports of one peer.
-pub struct PeerReport {
-    pub public_key: PublicKey,
-    pub preshared_key: Option<PresharedKey>,
-    pub endpoint: Option<SocketAddr>,
-    /// Unix time of the last handshake.
-    pub last_handshake: Option<Duration>,
-    pub tx_bytes: u64,
-    pub rx_bytes: u64,
-    pub persistent_keepalive: u16,
-    pub allowed_ips: Vec<IpNet>,
-}
-
-/// Writes the body of a `get=1` answer (without the final `errno=0`).
+/// Writes the body of a `get=1` answer (without the final `errno=0`): `iface` with our private
+/// key and each peer's psk (`psks[i]` for `iface.peers[i]`), which the status model never
+/// holds. `veil`: the request asked for veil's counters too (`veil_*` keys, see [`parse_get`]).
 pub fn write_get(
     out: &mut String,
     private_key: Option<&StaticSecret>,
-    listen_port: u16,
-    fwmark: u32,
-    peers: impl IntoIterator<Item = PeerReport>,
+    iface: &status::Interface,
+    psks: &[Option<PresharedKey>],
+    veil: bool,
 ) {
     if let Some(k) = private_key {
         let _ = writeln!(out, "private_key={}", crate::noise::keys::hex(k.as_bytes()));
     }
-    let _ = writeln!(out, "listen_port={listen_port}");
-    if fwmark != 0 {
-        let _ = writeln!(out, "fwmark={fwmark}");
+    let _ = writeln!(out, "listen_port={}", iface.listen_port);
+    if let Some(mark) = iface.fwmark.filter(|&m| m != 0) {
+        let _ = writeln!(out, "fwmark={mark}");
     }
-    for p in peers {
+    if let Some(c) = iface.counters.filter(|_| veil) {
+        let d = c.dropped;
+        let _ = writeln!(out, "veil_under_load={}", c.under_load);
+        for (key, n) in [
+            ("cookies_sent", c.cookies_sent),
+            ("dropped_not_allowed", d.not_allowed),
+            ("dropped_replayed", d.replayed),
+            ("dropped_bad_authentication", d.bad_authentication),
+            ("dropped_unknown_index", d.unknown_index),
+            ("dropped_no_session", d.no_session),
+            ("dropped_queue_full", d.queue_full),
+            ("dropped_routing_loop", d.routing_loop),
+        ] {
+            let _ = writeln!(out, "veil_{key}={n}");
+        }
+    }
+    for (i, p) in iface.peers.iter().enumerate() {
         let _ = writeln!(out, "public_key={}", p.public_key.to_hex());
-        let psk = p.preshared_key.as_ref().map(|k| crate::noise::keys::hex(k.as_bytes()));
+        let psk = psks.get(i).and_then(Option::as_ref).map(|k| crate::noise::keys::hex(k.as_bytes()));
         let _ = writeln!(out, "preshared_key={}", psk.as_deref().unwrap_or(&"0".repeat(64)));
         let _ = writeln!(out, "protocol_version=1");
         if let Some(e) = p.endpoint {
             let _ = writeln!(out, "endpoint={e}");
         }
-        let (sec, nsec) = p.last_handshake.map(|d| (d.as_secs(), d.subsec_nanos())).unwrap_or((0, 0));
+        let (sec, nsec) = p.latest_handshake.map(|d| (d.as_secs(), d.subsec_nanos())).unwrap_or((0, 0));
         let _ = writeln!(out, "last_handshake_time_sec={sec}");
         let _ = writeln!(out, "last_handshake_time_nsec={nsec}");
         let _ = writeln!(out, "tx_bytes={}", p.tx_bytes);
         let _ = writeln!(out, "rx_bytes={}", p.rx_bytes);
-        let _ = writeln!(out, "persistent_keepalive_interval={}", p.persistent_keepalive);
-        for net in p.allowed_ips {
+        let _ = writeln!(out, "persistent_keepalive_interval={}", p.persistent_keepalive.unwrap_or(0));
+        for net in &p.allowed_ips {
             let _ = writeln!(out, "allowed_ip={net}");
         }
+        if let Some(c) = p.counters.filter(|_| veil) {
+            for (key, n) in [
+                ("rx_packets", c.rx_packets),
+                ("tx_packets", c.tx_packets),
+                ("handshakes_initiated", c.handshakes_initiated),
+                ("handshakes_completed", c.handshakes_completed),
+                ("handshakes_failed", c.handshakes_failed),
+                ("cookies_received", c.cookies_received),
+                ("endpoint_changes", c.endpoint_changes),
+                ("dropped_no_session", c.dropped_no_session),
+            ] {
+                let _ = writeln!(out, "veil_{key}={n}");
+            }
+            if let Some(ms) = c.session_age_ms {
+                let _ = writeln!(out, "veil_session_age_ms={ms}");
+            }
+        }
     }
+}
+
+/// Reads a `get` answer (up to its `errno` line) into the status model, without keeping any
+/// secret: the private key becomes our public key, a psk becomes "set or not". Keys this
+/// parser does not know are skipped, as `wg` skips them; `veil_*` keys fill the counters.
+/// The interface's name is left empty (the caller knows it). Errors: the errno of a refused
+/// request, a malformed value, or an answer without an errno line.
+pub fn parse_get(answer: &str) -> Result<status::Interface, String> {
+    let mut iface = status::Interface::default();
+    for line in answer.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let bad = || format!("bad value in get answer: {key}={}", if key.contains("key") { "..." } else { value });
+        let num = || value.parse::<u64>().map_err(|_| bad());
+        if key == "errno" {
+            return match value {
+                "0" => Ok(iface),
+                e => Err(format!("get failed with errno {e}")),
+            };
+        }
+        if key == "public_key" {
+            let bytes = parse_hex_key(value).map_err(|_| bad())?;
+            iface.peers.push(status::Peer {
+                public_key: PublicKey::from_bytes(*bytes),
+                has_preshared_key: false,
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                latest_handshake: None,
+                persistent_keepalive: None,
+                rx_bytes: 0,
+                tx_bytes: 0,
+                counters: None,
+            });
+            continue;
+        }
+        let Some(p) = iface.peers.last_mut() else {
+            match key {
+                "private_key" => {
+                    let bytes = parse_hex_key(value).map_err(|_| bad())?;
+                    iface.public_key =
+                        bytes.iter().any(|&b| b != 0).then(|| StaticSecret::from_bytes(*bytes).public_key());
+                }
+                "listen_port" => iface.listen_port = value.parse().map_err(|_| bad())?,
+                "fwmark" => iface.fwmark = Some(value.parse().map_err(|_| bad())?).filter(|&m| m != 0),
+                _ if key.starts_with("veil_") => {
+                    let c = iface.counters.get_or_insert_with(Default::default);
+                    let d = &mut c.dropped;
+                    match key {
+                        "veil_under_load" => c.under_load = value == "true",
+                        "veil_cookies_sent" => c.cookies_sent = num()?,
+                        "veil_dropped_not_allowed" => d.not_allowed = num()?,
+                        "veil_dropped_replayed" => d.replayed = num()?,
+                        "veil_dropped_bad_authentication" => d.bad_authentication = num()?,
+                        "veil_dropped_unknown_index" => d.unknown_index = num()?,
+                        "veil_dropped_no_session" => d.no_session = num()?,
+                        "veil_dropped_queue_full" => d.queue_full = num()?,
+                        "veil_dropped_routing_loop" => d.routing_loop = num()?,
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        };
+        match key {
+            "preshared_key" => p.has_preshared_key = value.bytes().any(|b| b != b'0'),
+            "endpoint" => {
+                // A get answer gives a link-local zone as its index (`%7`).
+                let endpoint = parse_endpoint(value).map_err(|_| bad())?;
+                p.endpoint = Some(endpoint.resolve(|zone| zone.parse().ok()).map_err(|_| bad())?);
+            }
+            "allowed_ip" => p.allowed_ips.push(parse_prefix(value).map_err(|_| bad())?),
+            "last_handshake_time_sec" => {
+                let nsec = p.latest_handshake.map(|d| d.subsec_nanos()).unwrap_or(0);
+                p.latest_handshake = Some(Duration::new(num()?, nsec)).filter(|d| !d.is_zero());
+            }
+            "last_handshake_time_nsec" => {
+                if let Some(d) = p.latest_handshake {
+                    p.latest_handshake = Some(Duration::new(d.as_secs(), value.parse().map_err(|_| bad())?));
+                }
+            }
+            "rx_bytes" => p.rx_bytes = num()?,
+            "tx_bytes" => p.tx_bytes = num()?,
+            "persistent_keepalive_interval" => {
+                p.persistent_keepalive = Some(value.parse().map_err(|_| bad())?).filter(|&k| k != 0)
+            }
+            _ if key.starts_with("veil_") => {
+                let c = p.counters.get_or_insert_with(Default::default);
+                match key {
+                    "veil_rx_packets" => c.rx_packets = num()?,
+                    "veil_tx_packets" => c.tx_packets = num()?,
+                    "veil_handshakes_initiated" => c.handshakes_initiated = num()?,
+                    "veil_handshakes_completed" => c.handshakes_completed = num()?,
+                    "veil_handshakes_failed" => c.handshakes_failed = num()?,
+                    "veil_cookies_received" => c.cookies_received = num()?,
+                    "veil_endpoint_changes" => c.endpoint_changes = num()?,
+                    "veil_dropped_no_session" => c.dropped_no_session = num()?,
+                    "veil_session_age_ms" => c.session_age_ms = Some(num()?),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Err("incomplete answer to get (no errno line)".into())
 }
 
 #[cfg(test)]
@@ -453,34 +580,89 @@ mod tests {
         }
     }
 
+    fn sample() -> (status::Interface, Vec<Option<PresharedKey>>) {
+        let peer = status::Peer {
+            public_key: PublicKey::from_bytes([1; 32]),
+            has_preshared_key: true,
+            endpoint: Some("1.2.3.4:5".parse().unwrap()),
+            latest_handshake: Some(Duration::new(1_700_000_000, 5)),
+            tx_bytes: 10,
+            rx_bytes: 20,
+            persistent_keepalive: Some(25),
+            allowed_ips: vec!["10.0.0.0/24".parse().unwrap()],
+            counters: Some(status::PeerCounters {
+                rx_packets: 1,
+                tx_packets: 2,
+                handshakes_initiated: 3,
+                handshakes_completed: 4,
+                handshakes_failed: 5,
+                cookies_received: 6,
+                endpoint_changes: 7,
+                dropped_no_session: 8,
+                session_age_ms: Some(9),
+            }),
+        };
+        let counters = status::InterfaceCounters {
+            under_load: true,
+            cookies_sent: 11,
+            dropped: status::Dropped {
+                not_allowed: 12,
+                replayed: 13,
+                bad_authentication: 14,
+                unknown_index: 15,
+                no_session: 16,
+                queue_full: 17,
+                routing_loop: 18,
+            },
+        };
+        let iface = status::Interface {
+            name: String::new(),
+            public_key: Some(StaticSecret::from_bytes([9; 32]).public_key()),
+            listen_port: 51820,
+            fwmark: Some(7),
+            peers: vec![peer],
+            counters: Some(counters),
+        };
+        (iface, vec![Some(PresharedKey::from_bytes([3; 32]))])
+    }
+
     #[test]
     fn get_reports_epoch_time_and_all_keys() {
         let mut out = String::new();
         let sk = StaticSecret::from_bytes([9; 32]);
-        write_get(
-            &mut out,
-            Some(&sk),
-            51820,
-            7,
-            [PeerReport {
-                public_key: PublicKey::from_bytes([1; 32]),
-                preshared_key: None,
-                endpoint: Some("1.2.3.4:5".parse().unwrap()),
-                last_handshake: Some(Duration::new(1_700_000_000, 5)),
-                tx_bytes: 10,
-                rx_bytes: 20,
-                persistent_keepalive: 25,
-                allowed_ips: vec!["10.0.0.0/24".parse().unwrap()],
-            }],
-        );
+        let (iface, psks) = sample();
+        write_get(&mut out, Some(&sk), &iface, &psks, false);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], format!("private_key={}", crate::noise::keys::hex(sk.as_bytes())));
         assert!(lines.contains(&"listen_port=51820"));
         assert!(lines.contains(&"fwmark=7"));
+        assert!(lines.contains(&format!("preshared_key={}", "03".repeat(32)).as_str()));
         assert!(lines.contains(&"endpoint=1.2.3.4:5"));
         assert!(lines.contains(&"last_handshake_time_sec=1700000000"));
         assert!(lines.contains(&"last_handshake_time_nsec=5"));
         assert!(lines.contains(&"allowed_ip=10.0.0.0/24"));
         assert!(lines.contains(&"persistent_keepalive_interval=25"));
+        assert!(!out.contains("veil_"), "a plain get carries nothing wireguard-go does not send: {out}");
+    }
+
+    #[test]
+    fn get_answers_read_back_into_the_same_status_without_secrets() {
+        let (iface, psks) = sample();
+        let sk = StaticSecret::from_bytes([9; 32]);
+        let mut out = String::new();
+        write_get(&mut out, Some(&sk), &iface, &psks, true);
+        assert!(out.contains("veil_dropped_replayed=13\n") && out.contains("veil_session_age_ms=9\n"), "{out}");
+        out.push_str("errno=0\n\n");
+        assert_eq!(parse_get(&out).unwrap(), iface);
+        // Without veil=1, the same state less veil's counters (as from another implementation).
+        let mut plain = String::new();
+        write_get(&mut plain, Some(&sk), &iface, &psks, false);
+        plain.push_str("unknown_future_key=1\nerrno=0\n");
+        let mut expected = iface.clone();
+        expected.counters = None;
+        expected.peers[0].counters = None;
+        assert_eq!(parse_get(&plain).unwrap(), expected);
+        assert_eq!(parse_get("errno=-22\n").unwrap_err(), "get failed with errno -22");
+        assert!(parse_get("listen_port=1\n").is_err(), "no errno line");
     }
 }

@@ -88,9 +88,13 @@ fn serve_conn(shared: &Arc<Shared>, conn: UnixStream) {
 fn handle_request(shared: &Arc<Shared>, op: &str, body: &mut dyn Iterator<Item = &str>, out: &mut String) {
     match op {
         "get=1" => {
-            // A get has no body; drain whatever came.
-            for _ in &mut *body {}
-            configure::write_get(shared, out);
+            // wg sends no body; veil's tools add `veil=1` for veil's counters (other lines are
+            // ignored, as before).
+            let mut veil = false;
+            for line in body {
+                veil |= line == "veil=1";
+            }
+            configure::write_get(shared, out, veil);
             out.push_str("errno=0\n\n");
         }
         "set=1" => {

@@ -1,0 +1,95 @@
+//! The one UAPI client: every tool of veil's (`show`, `metrics`, `up`/`down`, `demo`, and the
+//! daemon's check for a socket already served) talks to `/var/run/wireguard/IFNAME.sock`
+//! through here. Answers are read up to their `errno=` line into memory that is erased when
+//! dropped, since a `get` answer holds the private key.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::daemon::{SOCKET_DIR, socket_path};
+use crate::device::uapi;
+use crate::status;
+
+/// How long a request may take before the client gives up.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one request (its lines and the empty line that ends it) and returns the answer up to
+/// and including its `errno=` line.
+pub fn exchange(ifname: &str, request: &str) -> Result<Zeroizing<String>, String> {
+    let path = socket_path(ifname);
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    conn.set_read_timeout(Some(TIMEOUT)).ok();
+    conn.set_write_timeout(Some(TIMEOUT)).ok();
+    conn.write_all(request.as_bytes()).map_err(|e| format!("{ifname}: {e}"))?;
+    let mut answer = Zeroizing::new(String::new());
+    let mut reader = BufReader::new(conn);
+    loop {
+        let start = answer.len();
+        if reader.read_line(&mut answer).map_err(|e| format!("{ifname}: {e}"))? == 0 {
+            return Err(format!("{ifname}: the answer ended early (no errno line)"));
+        }
+        if answer[start..].starts_with("errno=") {
+            return Ok(answer);
+        }
+    }
+}
+
+/// Sends a request and returns the errno it was answered with (0: done).
+pub fn errno(ifname: &str, request: &str) -> Result<i32, String> {
+    let answer = exchange(ifname, request)?;
+    let line = answer.lines().last().unwrap_or_default();
+    line.strip_prefix("errno=").and_then(|v| v.parse().ok()).ok_or_else(|| format!("{ifname}: bad errno line {line:?}"))
+}
+
+/// The full `get=1` answer, secrets included (for `veil down` with SaveConfig).
+pub fn get(ifname: &str) -> Result<Zeroizing<String>, String> {
+    exchange(ifname, "get=1\n\n")
+}
+
+/// The interface's status. veil's counters are asked for with `veil=1`; a daemon that refuses
+/// that line (wireguard-go answers a get with a body with EINVAL) is asked again plainly.
+pub fn status(ifname: &str) -> Result<status::Interface, String> {
+    let answer = exchange(ifname, "get=1\nveil=1\n\n")?;
+    let mut iface = match uapi::parse_get(&answer) {
+        Ok(iface) => iface,
+        Err(_) => uapi::parse_get(&get(ifname)?).map_err(|e| format!("{ifname}: {e}"))?,
+    };
+    iface.name = ifname.to_string();
+    Ok(iface)
+}
+
+/// Names of the interfaces with a socket in /var/run/wireguard, sorted.
+pub fn interfaces() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(SOCKET_DIR)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".sock")).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether a daemon serves the socket at `path`. One that accepts but does not answer a get
+/// (a daemon on its way out, say after `ip link del`) is given up to two seconds to go.
+pub fn served(path: &Path) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let Ok(mut conn) = UnixStream::connect(path) else { return false };
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+        // A serving daemon answers with something; a departing one closes without a word.
+        let mut first = [0u8; 1];
+        let answered = conn.write_all(b"get=1\n\n").is_ok() && matches!(conn.read(&mut first), Ok(1));
+        if answered || Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
