@@ -316,3 +316,30 @@ fn demo_runs_a_tunnel_between_two_namespaces_and_cleans_up() {
         assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
     }
 }
+
+#[test]
+fn another_implementations_interface_is_shown_without_veils_counters() {
+    if !require_root("another_implementations_interface_is_shown_without_veils_counters")
+        || !require_impl("another_implementations_interface_is_shown_without_veils_counters", Impl::WireguardGo)
+    {
+        return;
+    }
+    let (na, nb) = (Netns::new("sgo"), Netns::new("sgb"));
+    let g = endpoint(&na, Impl::WireguardGo, &["10.62.0.1/24"], "");
+    let v = endpoint(&nb, Impl::Veil, &["10.62.0.2/24"], "");
+    g.listen(&na, 51820);
+    g.add_peer(&na, &v, "10.62.0.2/32", Some("10.61.0.2:51821"), Some(&psk()));
+    na.sh(&format!("wg set {} peer {} persistent-keepalive 25", g.ifname, v.keys.public));
+    // wireguard-go refuses a get with veil=1 (errno -22); the client asks again plainly.
+    let text = veil(&format!("show {}", g.ifname));
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    assert_eq!(String::from_utf8_lossy(&text.stdout), na.sh(&format!("wg show {}", g.ifname)));
+    let json: serde_json::Value = serde_json::from_slice(&veil(&format!("show {} --json", g.ifname)).stdout).unwrap();
+    assert_eq!(json[0]["counters"], serde_json::Value::Null, "{json}");
+    assert_eq!(json[0]["peers"][0]["counters"], serde_json::Value::Null, "{json}");
+    assert_eq!(json[0]["peers"][0]["persistent_keepalive"], 25, "{json}");
+    let metrics = String::from_utf8_lossy(&veil(&format!("metrics {}", g.ifname)).stdout).into_owned();
+    assert!(metrics.contains(&format!("wireguard_sent_bytes_total{{interface=\"{}\"", g.ifname)), "{metrics}");
+    assert!(!metrics.contains(&format!("veil_peer_sent_packets_total{{interface=\"{}\"", g.ifname)), "{metrics}");
+    promtool_check(&metrics, "veil metrics of a wireguard-go interface");
+}
