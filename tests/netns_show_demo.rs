@@ -343,3 +343,86 @@ fn another_implementations_interface_is_shown_without_veils_counters() {
     assert!(!metrics.contains(&format!("veil_peer_sent_packets_total{{interface=\"{}\"", g.ifname)), "{metrics}");
     promtool_check(&metrics, "veil metrics of a wireguard-go interface");
 }
+
+/// The UDP payloads of the IPv4 datagrams in a pcap file of an Ethernet link.
+fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + 16..(at + 16 + len).min(pcap.len())];
+        at += 16 + len;
+        // Ethernet (14 bytes), IPv4 with its header length, UDP (8 bytes).
+        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 17 {
+            continue;
+        }
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        out.push(frame[14 + ihl + 8..].to_vec());
+    }
+    out
+}
+
+/// `veil show --json`'s drop counters of `ifname`.
+fn dropped(ifname: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&veil(&format!("show {ifname} --json")).stdout).unwrap();
+    v[0]["counters"]["dropped"].clone()
+}
+
+#[test]
+fn drops_are_counted_by_reason() {
+    if !require_root("drops_are_counted_by_reason") {
+        return;
+    }
+    if !have("tcpdump") {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "tcpdump missing under CI");
+        eprintln!("!!!!! SKIPPED drops_are_counted_by_reason: tcpdump is not installed !!!!!");
+        return;
+    }
+    let (_na, nb, a, _b) = busy_pair();
+    // One of b's data messages to a, as it went on the wire.
+    let veth =
+        nb.sh("ip -o link show type veth").split(':').nth(1).unwrap().trim().split('@').next().unwrap().to_string();
+    let file = TempFile::new("");
+    let _ = std::fs::remove_file(file.path());
+    let mut dump = Proc::spawn(
+        &nb,
+        &format!("tcpdump -Z root --immediate-mode -i {veth} -n -U -c 20 -w {} 'udp and dst port 51820'", file.path()),
+        "tcpdump",
+    );
+    assert!(wait_until(Duration::from_secs(10), || std::fs::metadata(file.path()).is_ok_and(|m| m.len() >= 24)));
+    assert!(nb.ping("10.62.0.1", 3), "pings through the tunnel");
+    std::thread::sleep(Duration::from_millis(300));
+    dump.terminate(Duration::from_secs(5));
+    let data = udp_payloads(&std::fs::read(file.path()).unwrap())
+        .into_iter()
+        .find(|p| p.len() >= 16 + 32 && p[0] == 4)
+        .expect("a data message from b to a");
+    let before = dropped(&a.ifname);
+    let send = |bytes: &[u8]| {
+        let escaped: String = bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
+        nb.sh(&format!("bash -c \"printf '%b' '{escaped}' > /dev/udp/10.61.0.1/51820\""));
+    };
+    // The same message again: its counter was seen.
+    send(&data);
+    // A counter not seen yet, under the same session: it fails authentication.
+    let mut forged = data.clone();
+    forged[8..16].copy_from_slice(&(u64::from_le_bytes(data[8..16].try_into().unwrap()) + 1_000_000).to_le_bytes());
+    send(&forged);
+    // A receiver index that belongs to no session.
+    let mut stray = data.clone();
+    for b in &mut stray[4..8] {
+        *b = !*b;
+    }
+    send(&stray);
+    let grew = |reason: &str, now: &serde_json::Value| now[reason].as_u64().unwrap() > before[reason].as_u64().unwrap();
+    let counted = wait_until(Duration::from_secs(5), || {
+        let now = dropped(&a.ifname);
+        ["replayed", "bad_authentication", "unknown_index"].iter().all(|r| grew(r, &now))
+    });
+    let now = dropped(&a.ifname);
+    assert!(counted, "each refusal counted under its reason: before {before}, after {now}");
+    assert_eq!(now["not_allowed"], before["not_allowed"], "{now}");
+    let metrics = String::from_utf8_lossy(&veil(&format!("metrics {}", a.ifname)).stdout).into_owned();
+    let series = format!("veil_interface_dropped_packets_total{{interface=\"{}\",reason=\"replayed\"}} ", a.ifname);
+    assert!(metrics.lines().any(|l| l.starts_with(&series) && !l.ends_with(" 0")), "{metrics}");
+}
