@@ -95,6 +95,125 @@ enum Command {
     /// Write the man pages (veil.1 and one per subcommand, veil-up.1, ...) into DIR, for
     /// example /usr/local/share/man/man1.
     Man { dir: std::path::PathBuf },
+    /// A netns lab for tests: namespaces, veth links and tunnels from a topology file
+    /// (docs/lab.md). Works as root and, without root, inside `unshare -Urn`.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Bring up the lab of a topology file and stay in the foreground as its owner: Ctrl-C,
+    /// SIGTERM or `veil lab down FILE` take it down, and so does the owner's death.
+    Up {
+        /// The topology file (TOML).
+        file: std::path::PathBuf,
+        /// Go to the background once the lab is up (the background process is the owner).
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Take down the lab of a topology file (or of that name).
+    Down {
+        /// The topology file, or the lab's name.
+        lab: String,
+    },
+    /// Run a command inside a node of a lab, e.g. `veil lab exec a -- ping 10.100.0.2`.
+    Exec {
+        /// The lab: its topology file or name (needed only when several labs are up).
+        #[arg(short, long)]
+        lab: Option<String>,
+        /// The node.
+        node: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List the labs that are up.
+    List,
+    /// (internal) Wait for a lab's owner to end, then tear down what it left.
+    #[command(hide = true)]
+    Guard { state: std::path::PathBuf },
+}
+
+fn lab(command: LabCommand) -> Result<(), String> {
+    use veil::lab;
+    let dir = lab::default_dir();
+    match command {
+        LabCommand::Up { file, detach: true } => lab_detach(&file),
+        LabCommand::Up { file, detach: false } => {
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            // Caught before the lab exists, so a signal during set-up still tears it down.
+            let mut signals =
+                signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| e.to_string())?;
+            let topology = lab::Topology::from_file(&file)?;
+            let veil = std::env::current_exe().map_err(|e| format!("cannot find the veil program: {e}"))?;
+            let started = std::time::Instant::now();
+            let mut running = lab::Lab::up(&topology, &lab::Options::new(veil))?;
+            let took = started.elapsed();
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = write!(out, "{}", lab::summary(&running));
+            let _ = writeln!(
+                out,
+                "lab {} is up ({} nodes, {} ms)",
+                running.name(),
+                running.nodes().len(),
+                took.as_millis()
+            );
+            let _ = out.flush();
+            signals.forever().next();
+            running.down();
+            let _ = writeln!(std::io::stderr(), "lab {} is down", running.name());
+            Ok(())
+        }
+        LabCommand::Down { lab } => {
+            let name = lab::resolve(&dir, Some(&lab))?;
+            lab::down_by_name(&dir, &name)
+        }
+        LabCommand::Exec { lab, node, command } => {
+            let name = lab::resolve(&dir, lab.as_deref())?;
+            let state = lab::State::load(&dir, &name)?;
+            Err(lab::exec(&state, &node, &command))
+        }
+        LabCommand::List => {
+            for name in lab::State::list(&dir) {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        LabCommand::Guard { state } => lab::guard(&state),
+    }
+}
+
+/// `veil lab up --detach`: runs `veil lab up FILE` in a new session, passes on what it prints
+/// until the lab is up, and leaves it running.
+fn lab_detach(file: &std::path::Path) -> Result<(), String> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let veil = std::env::current_exe().map_err(|e| format!("cannot find the veil program: {e}"))?;
+    let mut cmd = std::process::Command::new(veil);
+    cmd.args(["lab", "up"]).arg(file).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+    // SAFETY: only setsid (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let out = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        println!("{line}");
+        if line.starts_with("lab ") && line.contains(" is up (") {
+            println!("owner pid {}", child.id());
+            return Ok(());
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    Err(format!("the lab did not come up ({status})"))
 }
 
 fn report(what: &str, r: Result<(), String>) -> ExitCode {
@@ -159,6 +278,7 @@ fn main() -> ExitCode {
             }
         },
         (Some(Command::Demo), _) => report("demo", veil::control::demo::run()),
+        (Some(Command::Lab { command }), _) => report("lab", lab(command)),
         (Some(Command::Up { config }), _) => report("up", veil::control::quick::up(&config)),
         (Some(Command::Down { config }), _) => report("down", veil::control::quick::down(&config)),
         (Some(Command::Show { interface, json }), _) => {

@@ -20,8 +20,15 @@ use crate::sys::privileges::{self, User};
 /// Where `wg` looks for userspace interfaces' sockets.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
+/// The directory of the UAPI sockets: `VEIL_SOCKET_DIR` if set (where /var/run/wireguard cannot
+/// be written, as for an unprivileged user in a user namespace), else [`SOCKET_DIR`].
+pub fn socket_dir() -> PathBuf {
+    std::env::var_os("VEIL_SOCKET_DIR").filter(|d| !d.is_empty()).map_or_else(|| SOCKET_DIR.into(), PathBuf::from)
+}
+
+/// The UAPI socket of interface `ifname`, in [`socket_dir`].
 pub fn socket_path(ifname: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
+    socket_dir().join(format!("{ifname}.sock"))
 }
 
 /// Checks an interface name as the kernel would (1 to 15 bytes, no '/', no whitespace).
@@ -40,7 +47,8 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
 
 /// Binds the UAPI socket, replacing a stale socket file but refusing one that is in use.
 fn bind_uapi(path: &Path) -> Result<UnixListener, String> {
-    std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
+    let dir = socket_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if path.exists() {
         if super::uapi_client::served(path) {
             return Err(format!("{} is in use by another process", path.display()));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::daemon::{SOCKET_DIR, socket_path};
+use super::daemon::{socket_dir, socket_path};
 use crate::device::uapi;
 use crate::status;
 
@@ -62,9 +62,9 @@ pub fn status(ifname: &str) -> Result<status::Interface, String> {
     Ok(iface)
 }
 
-/// Names of the interfaces with a socket in /var/run/wireguard, sorted.
+/// Names of the interfaces with a socket in /var/run/wireguard (or `VEIL_SOCKET_DIR`), sorted.
 pub fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(SOCKET_DIR)
+    let mut names: Vec<String> = std::fs::read_dir(socket_dir())
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".sock")).map(str::to_string))

@@ -1,0 +1,771 @@
+//! A netns lab for tests: a [`Topology`] (nodes, veth links, tunnels, subnets) becomes network
+//! namespaces, links with addresses, one tunnel daemon per node that is in a tunnel, with fresh
+//! keys, its peers, addresses and routes, all made directly (unshare/setns, rtnetlink, the UAPI
+//! socket; no `ip` or `wg` run). [`Lab::down`], or dropping the [`Lab`], removes everything.
+//!
+//! The process that calls [`Lab::up`] owns the lab. A guard process started with it (`veil lab
+//! guard`) waits for the owner's end and tears down what is left if it died without doing so
+//! (killed, aborted); a state file (`DIR/NAME/state.toml`) says what to tear down, and lets
+//! `veil lab down` and `veil lab exec` find the lab from another process.
+//!
+//! As root the namespaces are also named NAME-NODE under /run/netns (so `ip netns exec` works)
+//! and the daemons' sockets are in /var/run/wireguard (so `wg` works). Without root, in a user
+//! namespace (`unshare -Urn`), the namespaces are held by the owner's descriptors only and the
+//! sockets are in the lab's own directory (the daemons get `VEIL_SOCKET_DIR`). See docs/lab.md.
+
+mod netns;
+mod rtnl;
+pub mod topology;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+
+use crate::noise::{PresharedKey, StaticSecret, keys::hex};
+pub use topology::{Plan, Topology};
+
+/// How long a daemon may take to answer on its socket, a veth to come up, and a stopped daemon
+/// to exit before it is killed.
+const START_LIMIT: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How to run a lab.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `veil` program: the daemons (unless a node names another) and the guard process.
+    pub veil: PathBuf,
+    /// Where labs keep their state; [`default_dir`] if None.
+    pub dir: Option<PathBuf>,
+    /// Name the namespaces under /run/netns: None tries and goes without where it cannot
+    /// (without root); Some(true) insists.
+    pub named: Option<bool>,
+}
+
+impl Options {
+    /// Runs daemons and the guard with the `veil` program at `veil`.
+    pub fn new(veil: impl Into<PathBuf>) -> Options {
+        Options { veil: veil.into(), dir: None, named: None }
+    }
+}
+
+/// Where labs keep their state: `VEIL_LAB_DIR`, else /run/veil-lab where it can be written
+/// (root), else `$XDG_RUNTIME_DIR/veil-lab`, else /tmp/veil-lab-UID (UID outside any user
+/// namespace, so two users never share it).
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("VEIL_LAB_DIR").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    let run = Path::new("/run/veil-lab");
+    if std::fs::create_dir_all(run).is_ok() && writable(run) {
+        return run.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&d).join("veil-lab");
+    }
+    std::env::temp_dir().join(format!("veil-lab-{}", outer_uid()))
+}
+
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a NUL-terminated path alive for the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// This process's uid as the initial user namespace knows it (through /proc/self/uid_map).
+fn outer_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    for line in map.lines() {
+        let f: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        if let [inside, outside, count] = f[..]
+            && uid >= inside
+            && uid - inside < count
+        {
+            return outside + (uid - inside);
+        }
+    }
+    uid
+}
+
+/// What another process needs to find, enter and tear down a lab (its state file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// The lab's name.
+    pub name: String,
+    /// The owner's process id.
+    pub owner: u32,
+    /// The directory of the daemons' sockets.
+    pub socket_dir: PathBuf,
+    /// Whether that is not /var/run/wireguard (the daemons were given `VEIL_SOCKET_DIR`).
+    pub private_sockets: bool,
+    /// The nodes.
+    pub nodes: Vec<StateNode>,
+}
+
+/// A node in a [`State`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateNode {
+    /// The node's name.
+    pub name: String,
+    /// A path that opens its namespace: /run/netns/NAME, or /proc/OWNER/fd/N.
+    pub netns: PathBuf,
+    /// Whether `netns` is a name under /run/netns to unmount on teardown.
+    pub named: bool,
+    /// The tunnel interface, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The daemon's process id, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<u32>,
+}
+
+impl State {
+    /// Reads the state of lab `name` under `dir`.
+    pub fn load(dir: &Path, name: &str) -> Result<State, String> {
+        let path = dir.join(name).join("state.toml");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("lab {name} is not up ({}: {e})", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The names of the labs that have state under `dir`.
+    pub fn list(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().join("state.toml").exists())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), String> {
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        let tmp = dir.join("state.toml.new");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join("state.toml")).map_err(|e| format!("{}: {e}", dir.display()))
+    }
+
+    /// Whether the owner process still runs.
+    pub fn owner_alive(&self) -> bool {
+        alive(self.owner)
+    }
+
+    /// Tears down what the state names, for an owner that is gone: stops the daemons (SIGTERM,
+    /// then SIGKILL), removes sockets they left, the namespace names and the lab's directory.
+    pub fn teardown(&self, dir: &Path) {
+        let pids: Vec<u32> = self.nodes.iter().filter_map(|n| n.daemon).collect();
+        for &pid in &pids {
+            signal(pid, libc::SIGTERM);
+        }
+        let until = Instant::now() + STOP_GRACE;
+        while pids.iter().any(|&p| alive(p)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for &pid in pids.iter().filter(|&&p| alive(p)) {
+            signal(pid, libc::SIGKILL);
+        }
+        for n in &self.nodes {
+            if let Some(ifname) = &n.ifname {
+                let _ = std::fs::remove_file(self.socket_dir.join(format!("{ifname}.sock")));
+            }
+            if n.named {
+                let _ = netns::unmount_name(&n.netns);
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir.join(&self.name));
+    }
+}
+
+/// Whether process `pid` runs (a zombie, dead but not yet reaped, does not).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may contain anything.
+    pid != 0 && stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: sending a signal to a process id; no memory is involved.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// One node of a running lab.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    ns: OwnedFd,
+    ns_name: Option<String>,
+    ifname: Option<String>,
+    private_key: Option<StaticSecret>,
+    addresses: Vec<IpNet>,
+    listen_port: u16,
+    /// (veth name, its address, the node at the other end).
+    veths: Vec<(String, IpNet, String)>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's name under /run/netns (for `ip netns exec`), where it has one.
+    pub fn ns_name(&self) -> Option<&str> {
+        self.ns_name.as_deref()
+    }
+
+    /// A descriptor of the node's network namespace (for `setns`).
+    pub fn ns_fd(&self) -> &OwnedFd {
+        &self.ns
+    }
+
+    /// The tunnel interface, if the node is in a tunnel.
+    pub fn ifname(&self) -> Option<&str> {
+        self.ifname.as_deref()
+    }
+
+    /// The tunnel's public key in base64 (as `wg` prints it), if the node is in a tunnel.
+    pub fn public_key(&self) -> Option<String> {
+        self.private_key.as_ref().map(|k| k.public_key().to_base64())
+    }
+
+    /// The tunnel's private key in base64, if the node is in a tunnel.
+    pub fn private_key(&self) -> Option<String> {
+        self.private_key.as_ref().map(|k| k.to_base64().to_string())
+    }
+
+    /// The tunnel's addresses.
+    pub fn addresses(&self) -> &[IpNet] {
+        &self.addresses
+    }
+
+    /// The tunnel's UDP port.
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// The veth toward node `peer` and this node's address on it (the first such link).
+    pub fn veth_to(&self, peer: &str) -> Option<(&str, IpNet)> {
+        self.veths.iter().find(|v| v.2 == peer).map(|v| (v.0.as_str(), v.1))
+    }
+
+    /// The daemon's log (its standard output and error).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// A running lab; dropping it tears it down (see [`Lab::down`]).
+pub struct Lab {
+    name: String,
+    dir: PathBuf,
+    state: State,
+    nodes: Vec<Node>,
+    daemons: Vec<Option<Child>>,
+    guard: Option<(Child, OwnedFd)>,
+    down: bool,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab").field("name", &self.name).field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Lab {
+    /// Brings `topology` up: namespaces, links and addresses, daemons with fresh keys, their
+    /// peers, tunnel addresses and routes. Returns once every daemon is configured and every
+    /// link is up. On an error, whatever was made is removed again.
+    pub fn up(topology: &Topology, options: &Options) -> Result<Lab, String> {
+        let plan = topology.plan()?;
+        let root = options.dir.clone().unwrap_or_else(default_dir);
+        let dir = root.join(&plan.name);
+        if let Ok(old) = State::load(&root, &plan.name) {
+            if old.owner_alive() && old.owner != std::process::id() {
+                return Err(format!("lab {} is already up (owner pid {})", plan.name, old.owner));
+            }
+            old.teardown(&root);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let default_sockets = Path::new(crate::control::daemon::SOCKET_DIR);
+        let private_sockets = !(std::fs::create_dir_all(default_sockets).is_ok() && writable(default_sockets));
+        let socket_dir = if private_sockets { dir.join("sockets") } else { default_sockets.to_path_buf() };
+        if private_sockets {
+            std::fs::create_dir_all(&socket_dir).map_err(|e| format!("{}: {e}", socket_dir.display()))?;
+        }
+        let state =
+            State { name: plan.name.clone(), owner: std::process::id(), socket_dir, private_sockets, nodes: vec![] };
+        let mut lab = Lab {
+            name: plan.name.clone(),
+            dir: root,
+            state,
+            nodes: Vec::new(),
+            daemons: Vec::new(),
+            guard: None,
+            down: false,
+        };
+        lab.state.save(&dir)?;
+        match lab.build(&plan, options) {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.down();
+                Err(e)
+            }
+        }
+    }
+
+    fn build(&mut self, plan: &Plan, options: &Options) -> Result<(), String> {
+        let dir = self.dir.join(&self.name);
+        self.guard = Some(spawn_guard(&options.veil, &dir.join("state.toml"))?);
+
+        // Namespaces, named where possible.
+        let fds = netns::create(plan.nodes.len()).map_err(|e| format!("cannot create network namespaces: {e}"))?;
+        let mut named = options.named != Some(false);
+        for (n, fd) in plan.nodes.iter().zip(fds) {
+            let mut ns_name = None;
+            let mut path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()));
+            if named {
+                let name = format!("{}-{}", plan.name, n.name);
+                match netns::mount_name(&fd, &name) {
+                    Ok(p) => {
+                        path = p;
+                        ns_name = Some(name);
+                    }
+                    Err(e) if options.named == Some(true) => {
+                        return Err(format!("cannot name namespace {name} under {}: {e}", netns::NETNS_DIR));
+                    }
+                    Err(_) => named = false,
+                }
+            }
+            self.state.nodes.push(StateNode {
+                name: n.name.clone(),
+                netns: path,
+                named: ns_name.is_some(),
+                ifname: n.tunnel.as_ref().map(|t| t.ifname.clone()),
+                daemon: None,
+            });
+            let t = n.tunnel.as_ref();
+            self.nodes.push(Node {
+                name: n.name.clone(),
+                ns: fd,
+                ns_name,
+                ifname: t.map(|t| t.ifname.clone()),
+                private_key: t.map(|_| StaticSecret::random(&mut OsRng)),
+                addresses: t.map(|t| t.addresses.clone()).unwrap_or_default(),
+                listen_port: t.map_or(0, |t| t.listen_port),
+                veths: Vec::new(),
+                log: dir.join(format!("{}.log", n.name)),
+            });
+        }
+        self.state.save(&dir)?;
+
+        // Daemons first: they start while the links are made.
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let child = match &n.tunnel {
+                Some(t) => Some(self.spawn_daemon(i, t, &options.veil)?),
+                None => None,
+            };
+            self.state.nodes[i].daemon = child.as_ref().map(Child::id);
+            self.daemons.push(child);
+        }
+        self.state.save(&dir)?;
+
+        let mut rtnl = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let _in = netns::Entered::new(&node.ns).map_err(|e| format!("setns: {e}"))?;
+            rtnl.push(rtnl::Rtnl::open().map_err(|e| format!("netlink: {e}"))?);
+        }
+        let mut host = rtnl::Rtnl::open().map_err(|e| format!("netlink: {e}"))?;
+        let mut veth_index = Vec::new();
+        for link in &plan.links {
+            let [a, b] = link.nodes;
+            let fds = [self.nodes[a].ns.as_raw_fd(), self.nodes[b].ns.as_raw_fd()];
+            host.add_veth([&link.ends[0], &link.ends[1]], fds, link.mtu)
+                .map_err(|e| format!("link {} - {}: {e}", plan.nodes[a].name, plan.nodes[b].name))?;
+            for side in 0..2 {
+                let n = link.nodes[side];
+                let index = {
+                    let _in = netns::Entered::new(&self.nodes[n].ns).map_err(|e| format!("setns: {e}"))?;
+                    rtnl::index_of(&link.ends[side]).map_err(|e| e.to_string())?
+                };
+                let what = |e| format!("{} in {}: {e}", link.ends[side], plan.nodes[n].name);
+                rtnl[n].add_address(index, link.addresses[side]).map_err(what)?;
+                rtnl[n].set_up(index, None).map_err(what)?;
+                veth_index.push((n, index));
+                let other = plan.nodes[link.nodes[1 - side]].name.clone();
+                self.nodes[n].veths.push((link.ends[side].clone(), link.addresses[side], other));
+            }
+        }
+        for (n, node) in plan.nodes.iter().enumerate() {
+            for subnet in &node.subnets {
+                let first = subnet.hosts().next().unwrap_or(subnet.addr());
+                let addr = IpNet::new(first, subnet.prefix_len()).expect("same prefix length");
+                rtnl[n].add_address(1, addr).map_err(|e| format!("subnet {subnet} of {}: {e}", node.name))?;
+            }
+        }
+
+        // Keys and peers through each daemon's socket, then its interface.
+        let psks: Vec<Option<PresharedKey>> =
+            plan.psks.iter().map(|&p| p.then(|| PresharedKey::random(&mut OsRng))).collect();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let Some(t) = &n.tunnel else { continue };
+            let mut request = format!(
+                "set=1\nprivate_key={}\nlisten_port={}\nreplace_peers=true\n",
+                hex(self.nodes[i].private_key.as_ref().expect("a tunnel node has a key").as_bytes()),
+                t.listen_port
+            );
+            for p in &t.peers {
+                let key = self.nodes[p.node].private_key.as_ref().expect("a peer has a key").public_key();
+                request += &format!("public_key={}\n", key.to_hex());
+                if let Some(psk) = p.psk.and_then(|k| psks[k].as_ref()) {
+                    request += &format!("preshared_key={}\n", hex(psk.as_bytes()));
+                }
+                if let Some(e) = p.endpoint {
+                    request += &format!("endpoint={e}\n");
+                }
+                if let Some(k) = p.keepalive {
+                    request += &format!("persistent_keepalive_interval={k}\n");
+                }
+                request += "replace_allowed_ips=true\n";
+                for a in &p.allowed_ips {
+                    request += &format!("allowed_ip={a}\n");
+                }
+            }
+            request += "\n";
+            let path = self.state.socket_dir.join(format!("{}.sock", t.ifname));
+            let child = self.daemons[i].as_mut().expect("a tunnel node has a daemon");
+            let mut conn = connect(&path, child, &self.nodes[i].log)?;
+            uapi_set(&mut conn, &request).map_err(|e| format!("{}: {e}", t.ifname))?;
+
+            let what = |e| format!("{} in {}: {e}", t.ifname, n.name);
+            let index = {
+                let _in = netns::Entered::new(&self.nodes[i].ns).map_err(|e| format!("setns: {e}"))?;
+                rtnl::index_of(&t.ifname).map_err(what)?
+            };
+            for a in &t.addresses {
+                rtnl[i].add_address(index, *a).map_err(what)?;
+            }
+            rtnl[i].set_up(index, Some(t.mtu)).map_err(what)?;
+            for p in &t.peers {
+                for subnet in &plan.nodes[p.node].subnets {
+                    rtnl[i].add_route(index, subnet.trunc()).map_err(what)?;
+                }
+            }
+        }
+
+        // Packets sent before a veth is up can be lost: wait for every end.
+        let until = Instant::now() + START_LIMIT;
+        for (n, index) in veth_index {
+            while !rtnl[n].is_running(index).map_err(|e| e.to_string())? {
+                if Instant::now() > until {
+                    return Err(format!("a link of {} did not come up", plan.nodes[n].name));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_daemon(&self, i: usize, t: &topology::PlannedTunnel, veil: &Path) -> Result<Child, String> {
+        let node = &self.nodes[i];
+        let (program, args) = match &t.daemon {
+            Some(d) => (PathBuf::from(&d[0]), d[1..].to_vec()),
+            None => (veil.to_path_buf(), vec!["-f".to_string(), t.ifname.clone()]),
+        };
+        let log = File::create(&node.log).map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
+            .envs(&t.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0);
+        if self.state.private_sockets {
+            cmd.env("VEIL_SOCKET_DIR", &self.state.socket_dir);
+        }
+        let fd = node.ns.as_raw_fd();
+        // SAFETY: between fork and exec only setns (async-signal-safe) runs; `fd` stays open in
+        // the parent while `cmd` is used.
+        unsafe {
+            cmd.pre_exec(move || netns::enter(fd));
+        }
+        cmd.spawn().map_err(|e| format!("{}: {e}", program.display()))
+    }
+
+    /// The lab's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The nodes, in the order of the topology.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node called `name`. Panics if there is none (a mistake in the test).
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("lab {} has no node {name:?}", self.name))
+    }
+
+    /// The directory of the daemons' sockets.
+    pub fn socket_dir(&self) -> &Path {
+        &self.state.socket_dir
+    }
+
+    /// The process id of node `name`'s daemon.
+    pub fn daemon_pid(&self, name: &str) -> Option<u32> {
+        let i = self.nodes.iter().position(|n| n.name == name)?;
+        self.daemons[i].as_ref().map(Child::id)
+    }
+
+    /// A command that runs `program` inside node `name`'s network namespace.
+    pub fn command(&self, name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let fd = self.node(name).ns.as_raw_fd();
+        let mut cmd = Command::new(program);
+        if self.state.private_sockets {
+            cmd.env("VEIL_SOCKET_DIR", &self.state.socket_dir);
+        }
+        // SAFETY: as in `spawn_daemon`: only setns between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || netns::enter(fd));
+        }
+        cmd
+    }
+
+    /// Runs the shell script `script` inside node `name` and returns its output.
+    pub fn sh(&self, name: &str, script: &str) -> std::io::Result<Output> {
+        self.command(name, "sh").arg("-c").arg(script).stdin(Stdio::null()).output()
+    }
+
+    /// Tears the lab down: stops the daemons (SIGTERM, then SIGKILL after 3 s), removes any
+    /// socket they left, the namespaces (and with them the links) and the lab's state. Also
+    /// done on drop; calling it twice does nothing.
+    pub fn down(&mut self) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        for child in self.daemons.iter_mut().flatten() {
+            signal(child.id(), libc::SIGTERM);
+        }
+        let until = Instant::now() + STOP_GRACE;
+        for child in self.daemons.iter_mut().flatten() {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for n in &self.state.nodes {
+            if let Some(ifname) = &n.ifname {
+                let _ = std::fs::remove_file(self.state.socket_dir.join(format!("{ifname}.sock")));
+            }
+            if n.named {
+                let _ = netns::unmount_name(&n.netns);
+            }
+        }
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(self.dir.join(&self.name));
+        if let Some((mut guard, pipe)) = self.guard.take() {
+            drop(pipe);
+            let _ = guard.wait();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Starts `veil lab guard STATE` with the read end of a pipe as its standard input; the write
+/// end, returned, lives as long as the lab in this process only.
+fn spawn_guard(veil: &Path, state: &Path) -> Result<(Child, OwnedFd), String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just made by pipe2 and belong to nothing else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let child = Command::new(veil)
+        .args(["lab", "guard"])
+        .arg(state)
+        .stdin(Stdio::from(rd))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the lab's guard ({} lab guard): {e}", veil.display()))?;
+    Ok((child, wr))
+}
+
+/// `veil lab guard STATE`: waits until standard input ends (the owner is gone, one way or
+/// another), then tears down what `STATE` still names.
+pub fn guard(state: &Path) -> Result<(), String> {
+    for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
+        // SAFETY: ignoring a signal installs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
+    let Ok(text) = std::fs::read_to_string(state) else { return Ok(()) };
+    let s: State = toml::from_str(&text).map_err(|e| e.to_string())?;
+    let root = state.parent().and_then(Path::parent).ok_or("bad state path")?;
+    s.teardown(root);
+    Ok(())
+}
+
+/// Connects to a daemon's socket as soon as it accepts (polled every 200 us).
+fn connect(path: &Path, child: &mut Child, log: &Path) -> Result<UnixStream, String> {
+    let until = Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(s) = UnixStream::connect(path) {
+            return Ok(s);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("the daemon for {} exited ({status}): {}", path.display(), said.trim()));
+        }
+        if Instant::now() > until {
+            return Err(format!("{} did not accept within {} s", path.display(), START_LIMIT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Sends a UAPI set request and checks its `errno=0`.
+fn uapi_set(stream: &mut UnixStream, request: &str) -> Result<(), String> {
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(START_LIMIT)).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("the socket closed before the answer".into());
+        }
+        match line.trim_end() {
+            "errno=0" => return Ok(()),
+            l if l.starts_with("errno=") => return Err(format!("set refused: {l}")),
+            _ => {}
+        }
+    }
+}
+
+/// A one-line summary per node: namespace, interface, addresses.
+pub fn summary(lab: &Lab) -> String {
+    let mut out = String::new();
+    for n in lab.nodes() {
+        let ns = n.ns_name().map(str::to_string).unwrap_or_else(|| "(unnamed)".into());
+        let addrs: Vec<String> = n.addresses().iter().map(ToString::to_string).collect();
+        let veths: Vec<String> = n.veths.iter().map(|(v, a, _)| format!("{v} {a}")).collect();
+        let tunnel = n.ifname().map(|i| format!("  {i} {}", addrs.join(" "))).unwrap_or_default();
+        out += &format!("{:<12} netns {ns}{tunnel}  links: {}\n", n.name(), veths.join(", "));
+    }
+    out
+}
+
+/// Runs `argv` inside node `node` of the lab described by `state` (for `veil lab exec`): joins
+/// its network namespace, then, best effort, a mount namespace of its own with /sys showing the
+/// node's interfaces and, for private sockets, the lab's socket directory on /var/run/wireguard
+/// (so `wg` finds the node's daemon). Returns only on an error.
+pub fn exec(state: &State, node: &str, argv: &[String]) -> String {
+    let Some(n) = state.nodes.iter().find(|n| n.name == node) else {
+        let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+        return format!("lab {} has no node {node:?} (it has {})", state.name, names.join(", "));
+    };
+    let Some(program) = argv.first() else { return "no command given after `--`".into() };
+    let ns = match File::open(&n.netns) {
+        Ok(f) => f,
+        Err(e) => return format!("{}: {e}", n.netns.display()),
+    };
+    if let Err(e) = netns::enter(ns.as_raw_fd()) {
+        return format!("cannot enter {}'s namespace: {e}", n.name);
+    }
+    private_mounts(state);
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..]);
+    if state.private_sockets {
+        cmd.env("VEIL_SOCKET_DIR", &state.socket_dir);
+    }
+    format!("{program}: {}", cmd.exec())
+}
+
+/// A mount namespace for `exec`'s command: sysfs of its network namespace on /sys, and the
+/// lab's sockets where `wg` looks. Best effort: without them only `/sys/class/net` and `wg` are
+/// wrong.
+fn private_mounts(state: &State) {
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    // SAFETY: unshare and mount take NUL-terminated strings alive for each call; they change
+    // this process's mounts only.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return;
+        }
+        let root = c("/");
+        libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null());
+        let sys = c("/sys");
+        libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
+        let sysfs = c("sysfs");
+        libc::mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null());
+        if state.private_sockets
+            && let Some(dir) = state.socket_dir.to_str()
+        {
+            let (src, dst) = (c(dir), c(crate::control::daemon::SOCKET_DIR));
+            libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null());
+        }
+    }
+}
+
+/// For `veil lab down`: finds lab `name` under `dir` and takes it down: asks a live owner to do
+/// it (SIGTERM) and waits, or tears it down itself when the owner is gone.
+pub fn down_by_name(dir: &Path, name: &str) -> Result<(), String> {
+    let state = State::load(dir, name)?;
+    if state.owner_alive() && state.owner != std::process::id() {
+        signal(state.owner, libc::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(15);
+        while dir.join(name).join("state.toml").exists() {
+            if Instant::now() > until {
+                return Err(format!("the owner of lab {name} (pid {}) did not take it down", state.owner));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        return Ok(());
+    }
+    state.teardown(dir);
+    Ok(())
+}
+
+/// Which lab a command means: `lab` (a topology file, or a lab's name), or the only lab up.
+pub fn resolve(dir: &Path, lab: Option<&str>) -> Result<String, String> {
+    match lab {
+        Some(l) if Path::new(l).is_file() => Ok(Topology::from_file(Path::new(l))?.name().to_string()),
+        Some(l) => Ok(l.to_string()),
+        None => {
+            let labs = State::list(dir);
+            match labs.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(format!("no lab is up (under {})", dir.display())),
+                many => Err(format!("several labs are up ({}): say which with --lab", many.join(", "))),
+            }
+        }
+    }
+}
