@@ -41,16 +41,9 @@ fn udp_rcvbuf_errors(ns: &Netns) -> u64 {
     values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("a RcvbufErrors value")
 }
 
-/// Two namespaces joined by veth, an endpoint in each, each knowing the other's underlay
-/// endpoint, so either side can start the handshake.
-struct Pair {
-    na: Netns,
-    nb: Netns,
-    a: Endpoint,
-    b: Endpoint,
-    /// The veth end in `na`.
-    veth_a: String,
-}
+/// Two lab nodes joined by veth, an endpoint in each, each knowing the other's underlay
+/// endpoint, so either side can start the handshake (see [`lab_pair`]).
+type Pair = LabPair;
 
 /// `imp_a` in one namespace and `imp_b` in another, joined by veth with underlay addresses
 /// `ua`/`ub` (CIDR) and link MTU `underlay_mtu`; tunnel addresses 10.9.0.1/2 and fd09::1/2 with
@@ -61,24 +54,17 @@ fn pair(imp_a: Impl, imp_b: Impl, ua: &str, ub: &str, inner_mtu: u32, underlay_m
 
 /// [`pair`], both daemons started with the extra environment `env`.
 fn pair_with_env(imp_a: Impl, imp_b: Impl, ua: &str, ub: &str, inner_mtu: u32, underlay_mtu: u32, env: &str) -> Pair {
-    let (na, nb) = (Netns::new("dpa"), Netns::new("dpb"));
-    let (veth_a, veth_b) = link(&na, &nb, &[ua], &[ub]);
-    if underlay_mtu != 1500 {
-        na.sh(&format!("ip link set dev {veth_a} mtu {underlay_mtu}"));
-        nb.sh(&format!("ip link set dev {veth_b} mtu {underlay_mtu}"));
-    }
-    let a = endpoint(&na, imp_a, &A_ADDRS, env);
-    let b = endpoint(&nb, imp_b, &B_ADDRS, env);
-    // Before any traffic, as wg-quick does right after starting the daemon.
-    if inner_mtu != 1420 {
-        na.sh(&format!("ip link set dev {} mtu {inner_mtu}", a.ifname));
-        nb.sh(&format!("ip link set dev {} mtu {inner_mtu}", b.ifname));
-    }
-    a.listen(&na, A_PORT);
-    b.listen(&nb, B_PORT);
-    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&sockaddr(host(ub), B_PORT)), None);
-    b.add_peer(&nb, &a, "10.9.0.1/32,fd09::1/128", Some(&sockaddr(host(ua), A_PORT)), None);
-    Pair { na, nb, a, b, veth_a }
+    lab_pair(PairSpec {
+        tag: "dp",
+        imp: [imp_a, imp_b],
+        underlay: [ua, ub],
+        underlay_mtu: (underlay_mtu != 1500).then_some(underlay_mtu),
+        tunnel: [&A_ADDRS, &B_ADDRS],
+        ports: [A_PORT, B_PORT],
+        inner_mtu,
+        env,
+        only_a_dials: false,
+    })
 }
 
 /// Waits for the handshake (a's first answered ping), then checks one ping each way per family.
@@ -541,7 +527,7 @@ fn a_udp_flood_through_the_tunnel_leaves_it_working() {
     if !require_root(test) {
         return;
     }
-    let mut p = pair(Impl::Veil, Impl::Veil, "10.8.0.1/24", "10.8.0.2/24", 1420, 1500);
+    let p = pair(Impl::Veil, Impl::Veil, "10.8.0.1/24", "10.8.0.2/24", 1420, 1500);
     tunnel_up(&p, test);
     let port = 5201;
     let _server = Proc::spawn(&p.nb, &format!("timeout 30 iperf3 -s -1 -p {port}"), "iperf3 server");
@@ -562,7 +548,7 @@ fn a_udp_flood_through_the_tunnel_leaves_it_working() {
         String::from_utf8_lossy(&flood.stdout),
         String::from_utf8_lossy(&flood.stderr)
     );
-    assert!(p.a.proc.running() && p.b.proc.running(), "{test}: a daemon died in the flood");
+    assert!(p.a.running() && p.b.running(), "{test}: a daemon died in the flood");
     assert!(p.na.ping_until("10.9.0.2", HANDSHAKE_LIMIT), "{test}: no ping a -> b got through after the flood");
     assert!(p.na.ping("10.9.0.2", 3), "{test}: pings a -> b after the flood");
     assert!(p.nb.ping("10.9.0.1", 3), "{test}: pings b -> a after the flood");

@@ -13,36 +13,35 @@ const B_ADDRS: [&str; 2] = ["10.9.0.2/24", "fd09::2/64"];
 /// Upper bound on one iperf3 run (start-up, transfer, results); never a performance assertion.
 const IPERF_LIMIT_SECS: u32 = 60;
 
-/// Two namespaces joined by veth, a veil daemon in each, and what the caller must keep alive.
-struct Pair {
-    na: Netns,
-    nb: Netns,
-    a: Endpoint,
-    b: Endpoint,
-    /// The veth end in `na`.
-    veth_a: String,
-}
+/// Two lab nodes joined by veth, a veil daemon in each (see [`lab_pair`]).
+type Pair = LabPair;
 
 /// Two namespaces joined by veth (underlay `ua`/`ub`), a veil daemon in each with `env`, tunnel
 /// addresses 10.9.0.1/2 and fd09::1/2; `a` knows `b`'s endpoint. `psk_a`/`psk_b` are the
 /// preshared keys each side uses for the other.
 fn pair_with(ua: &str, ub: &str, psk_a: Option<&str>, psk_b: Option<&str>, env: &str) -> Pair {
-    let (na, nb) = (Netns::new("vta"), Netns::new("vtb"));
-    let (veth_a, _) = link(&na, &nb, &[ua], &[ub]);
-    let a = endpoint(&na, Impl::Veil, &A_ADDRS, env);
-    let b = endpoint(&nb, Impl::Veil, &B_ADDRS, env);
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
-    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&sockaddr(host(ub), 51821)), psk_a);
-    b.add_peer(&nb, &a, "10.9.0.1/32,fd09::1/128", None, psk_b);
-    Pair { na, nb, a, b, veth_a }
+    let p = lab_pair(PairSpec {
+        tag: "vt",
+        underlay: [ua, ub],
+        tunnel: [&A_ADDRS, &B_ADDRS],
+        env,
+        only_a_dials: true,
+        ..PairSpec::default()
+    });
+    // A lab gives a tunnel one psk or none; these tests choose each side's, before any traffic.
+    for (ns, me, other, psk) in [(&p.na, &p.a, &p.b, psk_a), (&p.nb, &p.b, &p.a, psk_b)] {
+        if let Some(k) = psk {
+            let f = TempFile::new(k);
+            ns.sh(&format!("wg set {} peer {} preshared-key {}", me.ifname, other.keys.public, f.path()));
+        }
+    }
+    p
 }
 
 /// Two namespaces joined by veth (underlay `ua`/`ub`), a veil daemon in each, tunnel addresses
-/// 10.9.0.1/2 and fd09::1/2. Returns everything the caller needs to keep alive.
-fn pair(ua: &str, ub: &str, psk: Option<&str>) -> (Netns, Netns, Endpoint, Endpoint) {
-    let p = pair_with(ua, ub, psk, psk, "");
-    (p.na, p.nb, p.a, p.b)
+/// 10.9.0.1/2 and fd09::1/2, the same psk (if any) on both sides.
+fn pair(ua: &str, ub: &str, psk: Option<&str>) -> Pair {
+    pair_with(ua, ub, psk, psk, "")
 }
 
 fn ping_both_ways(na: &Netns, nb: &Netns) {
@@ -151,8 +150,8 @@ fn ipv4_underlay_ping_both_families_both_ways() {
     if !require_root("ipv4_underlay_ping_both_families_both_ways") {
         return;
     }
-    let (na, nb, _a, _b) = pair("10.8.0.1/24", "10.8.0.2/24", None);
-    ping_both_ways(&na, &nb);
+    let p = pair("10.8.0.1/24", "10.8.0.2/24", None);
+    ping_both_ways(&p.na, &p.nb);
 }
 
 #[test]
@@ -160,8 +159,8 @@ fn ipv6_underlay_ping_both_families_both_ways() {
     if !require_root("ipv6_underlay_ping_both_families_both_ways") {
         return;
     }
-    let (na, nb, _a, _b) = pair("fd08::1/64", "fd08::2/64", None);
-    ping_both_ways(&na, &nb);
+    let p = pair("fd08::1/64", "fd08::2/64", None);
+    ping_both_ways(&p.na, &p.nb);
 }
 
 #[test]
@@ -170,10 +169,10 @@ fn same_psk_pings_both_ways() {
         return;
     }
     let k = psk();
-    let (na, nb, a, b) = pair("10.8.0.1/24", "10.8.0.2/24", Some(&k));
-    ping_both_ways(&na, &nb);
-    assert_ne!(latest_handshake(&na, &a.ifname), 0, "a reports a handshake");
-    assert_ne!(latest_handshake(&nb, &b.ifname), 0, "b reports a handshake");
+    let p = pair("10.8.0.1/24", "10.8.0.2/24", Some(&k));
+    ping_both_ways(&p.na, &p.nb);
+    assert_ne!(latest_handshake(&p.na, &p.a.ifname), 0, "a reports a handshake");
+    assert_ne!(latest_handshake(&p.nb, &p.b.ifname), 0, "b reports a handshake");
 }
 
 #[test]

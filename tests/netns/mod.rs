@@ -5,6 +5,9 @@
 
 pub mod relay;
 
+pub use veil::lab::Lab;
+use veil::lab::topology::{LinkSpec, NodeSpec, Topology, TunnelSpec};
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -74,9 +77,11 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A network namespace, deleted on drop (with everything in it).
+/// A network namespace, deleted on drop (with everything in it) unless a lab owns it.
 pub struct Netns {
     pub name: String,
+    /// Whether this value deletes it on drop (false for a lab's node: the lab does).
+    owned: bool,
 }
 
 impl Netns {
@@ -84,7 +89,14 @@ impl Netns {
         let name = unique(tag);
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
-        Netns { name }
+        Netns { name, owned: true }
+    }
+
+    /// The namespace of node `node` of `lab` (named, as the lab names them as root), left to
+    /// the lab to delete.
+    pub fn of(lab: &Lab, node: &str) -> Netns {
+        let name = lab.node(node).ns_name().expect("a lab run as root names its namespaces").to_string();
+        Netns { name, owned: false }
     }
 
     /// Runs `cmd` inside the namespace.
@@ -109,6 +121,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // A polite stop first so daemons still inside remove their UAPI sockets, then force.
         let pids = || sh_out(&format!("ip netns pids {}", self.name)).stdout;
         if !pids().is_empty() {
@@ -230,6 +245,131 @@ impl Drop for TempFile {
     }
 }
 
+/// Two lab nodes `a` and `b`, one veth link between them, a tunnel between them: what the
+/// netns tests' pairs are made of. The lab is taken down when this is dropped.
+pub struct LabPair {
+    pub na: Netns,
+    pub nb: Netns,
+    pub a: LabTunnel,
+    pub b: LabTunnel,
+    /// The veth end in `na`.
+    pub veth_a: String,
+    pub lab: Lab,
+}
+
+/// How to make a [`LabPair`].
+#[derive(Clone, Copy)]
+pub struct PairSpec<'a> {
+    /// A prefix for the lab's name (made unique).
+    pub tag: &'a str,
+    /// The implementations at `a` and `b`.
+    pub imp: [Impl; 2],
+    /// Underlay addresses (CIDR) of `a` and `b` on their link, and its MTU (None: 1500).
+    pub underlay: [&'a str; 2],
+    pub underlay_mtu: Option<u32>,
+    /// Tunnel addresses (CIDR) of `a` and `b`, their listen ports, and the inner MTU.
+    pub tunnel: [&'a [&'a str]; 2],
+    pub ports: [u16; 2],
+    pub inner_mtu: u32,
+    /// Extra `NAME=value` words for both daemons' environment.
+    pub env: &'a str,
+    /// Whether only `a` knows `b`'s endpoint (else each knows the other's).
+    pub only_a_dials: bool,
+}
+
+impl Default for PairSpec<'_> {
+    fn default() -> Self {
+        PairSpec {
+            tag: "lp",
+            imp: [Impl::Veil, Impl::Veil],
+            underlay: ["10.8.0.1/24", "10.8.0.2/24"],
+            underlay_mtu: None,
+            tunnel: [&["10.9.0.1/24", "fd09::1/64"], &["10.9.0.2/24", "fd09::2/64"]],
+            ports: [51820, 51821],
+            inner_mtu: 1420,
+            env: "",
+            only_a_dials: false,
+        }
+    }
+}
+
+/// A lab node's tunnel, shaped like an [`Endpoint`]'s: interface, keys, daemon.
+pub struct LabTunnel {
+    pub ifname: String,
+    pub keys: Keys,
+    pid: u32,
+}
+
+impl LabTunnel {
+    /// Whether the daemon still runs.
+    pub fn running(&self) -> bool {
+        // A daemon that died is a zombie of the lab's (state Z) until the lab reaps it.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])))
+    }
+
+    pub fn listen(&self, ns: &Netns, port: u16) {
+        ns.sh(&format!("wg set {} listen-port {port}", self.ifname));
+    }
+}
+
+/// Brings up a [`LabPair`] as `spec` says, through veil's lab.
+pub fn lab_pair(spec: PairSpec) -> LabPair {
+    let net = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    let env: std::collections::BTreeMap<String, String> = spec
+        .env
+        .split_whitespace()
+        .map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).expect("NAME=value"))
+        .collect();
+    let node = |i: usize, name: &str| {
+        let (daemon, extra) = spec.imp[i].lab_daemon();
+        let mut env = env.clone();
+        env.extend(extra);
+        NodeSpec {
+            name: name.into(),
+            ifname: Some(unique("wg")),
+            address: spec.tunnel[i].iter().map(|a| net(a)).collect(),
+            listen_port: Some(spec.ports[i]),
+            mtu: Some(spec.inner_mtu),
+            daemon,
+            env,
+            ..NodeSpec::default()
+        }
+    };
+    let topology = Topology {
+        name: Some(unique(spec.tag)),
+        nodes: vec![node(0, "a"), node(1, "b")],
+        links: vec![LinkSpec {
+            nodes: ["a".into(), "b".into()],
+            addresses: Some([net(spec.underlay[0]), net(spec.underlay[1])]),
+            mtu: spec.underlay_mtu,
+        }],
+        tunnels: vec![TunnelSpec {
+            nodes: ["a".into(), "b".into()],
+            dialer: spec.only_a_dials.then(|| "a".into()),
+            ..TunnelSpec::default()
+        }],
+        ..Topology::default()
+    };
+    let lab = Lab::up(&topology, &veil::lab::Options::new(veil_bin())).unwrap_or_else(|e| panic!("lab up: {e}"));
+    let tunnel = |name: &str| {
+        let n = lab.node(name);
+        LabTunnel {
+            ifname: n.ifname().unwrap().to_string(),
+            keys: Keys { private: n.private_key().unwrap(), public: n.public_key().unwrap() },
+            pid: lab.daemon_pid(name).unwrap(),
+        }
+    };
+    LabPair {
+        na: Netns::of(&lab, "a"),
+        nb: Netns::of(&lab, "b"),
+        a: tunnel("a"),
+        b: tunnel("b"),
+        veth_a: lab.node("a").veth_to("b").unwrap().0.to_string(),
+        lab,
+    }
+}
+
 /// A tunnel endpoint: some implementation's daemon in a namespace, configured with `wg`.
 pub struct Endpoint {
     pub ifname: String,
@@ -268,6 +408,23 @@ impl Impl {
             Impl::WireguardGo => have("wireguard-go"),
             Impl::Boringtun => have("boringtun-cli"),
             Impl::Gotatun => have("gotatun"),
+        }
+    }
+
+    /// The daemon a lab node runs for this implementation (None: veil) and its environment.
+    pub fn lab_daemon(self) -> (Option<Vec<String>>, Vec<(String, String)>) {
+        let argv = |w: &[&str]| Some(w.iter().map(|s| s.to_string()).collect());
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        match self {
+            Impl::Veil => (None, vec![]),
+            Impl::WireguardGo => (argv(&["wireguard-go", "-f", "{if}"]), vec![]),
+            Impl::Boringtun => {
+                (argv(&["boringtun-cli", "-f", "--disable-drop-privileges", "{if}"]), env("WG_SUDO", "true"))
+            }
+            // As in `command`: one tokio worker, privilege dropping off.
+            Impl::Gotatun => {
+                (argv(&["gotatun", "-f", "--disable-drop-privileges", "{if}"]), env("TOKIO_WORKER_THREADS", "1"))
+            }
         }
     }
 
