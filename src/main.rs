@@ -204,11 +204,14 @@ fn lab_detach(file: &std::path::Path) -> Result<(), String> {
     }
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let out = child.stdout.take().expect("piped");
+    // Not println!: a reader that went away (`| head -1`) must not turn success into a panic.
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
     for line in std::io::BufReader::new(out).lines() {
         let line = line.map_err(|e| e.to_string())?;
-        println!("{line}");
+        let _ = writeln!(stdout, "{line}");
         if line.starts_with("lab ") && line.contains(" is up (") {
-            println!("owner pid {}", child.id());
+            let _ = writeln!(stdout, "owner pid {}", child.id());
             return Ok(());
         }
     }
