@@ -63,7 +63,8 @@ fn pair_with_env(imp_a: Impl, imp_b: Impl, ua: &str, ub: &str, inner_mtu: u32, u
         ports: [A_PORT, B_PORT],
         inner_mtu,
         env,
-        only_a_dials: false,
+        psk: false,
+        dialer: None,
     })
 }
 

@@ -69,7 +69,7 @@ fn bulk(from: &Netns, to: &Netns, to_addr: &str, what: &str) {
     assert_eq!(received.trim(), sent.trim(), "{what}: received data differs from sent data (sha256)");
 }
 
-/// veil in one namespace, `p` in another, joined by veth. Only the initiator knows the other's
+/// veil in one lab node, `p` in another, joined by veth. Only the initiator knows the other's
 /// underlay endpoint, and the initiator's side sends the first packet.
 fn interop(p: Impl, veil_initiates: bool, psk: bool) {
     let test = format!(
@@ -80,35 +80,35 @@ fn interop(p: Impl, veil_initiates: bool, psk: bool) {
     if !require_root(&test) || !require_impl(&test, p) {
         return;
     }
-    let (nv, np) = (Netns::new("iov"), Netns::new("iop"));
-    link(&nv, &np, &["10.8.0.1/24"], &["10.8.0.2/24"]);
-
-    let v = endpoint(&nv, Impl::Veil, &VEIL_ADDRS, "");
-    let q = endpoint(&np, p, &PEER_ADDRS, "");
-    v.listen(&nv, VEIL_PORT);
-    q.listen(&np, PEER_PORT);
-
-    let key = psk.then(netns::psk);
-    let key = key.as_deref();
-    // (namespace, tunnel IPv4, tunnel IPv6, interface, underlay endpoint) of each side.
-    let veil_side = (&nv, "10.9.0.1", "fd09::1", &v.ifname, format!("10.8.0.1:{VEIL_PORT}"));
-    let peer_side = (&np, "10.9.0.2", "fd09::2", &q.ifname, format!("10.8.0.2:{PEER_PORT}"));
-    let (ini, resp) = if veil_initiates { (veil_side, peer_side) } else { (peer_side, veil_side) };
     // Only the initiator knows where the other side is.
-    let (v_ep, q_ep) = if veil_initiates { (Some(resp.4.as_str()), None) } else { (None, Some(resp.4.as_str())) };
-    v.add_peer(&nv, &q, "10.9.0.2/32,fd09::2/128", v_ep, key);
-    q.add_peer(&np, &v, "10.9.0.1/32,fd09::1/128", q_ep, key);
+    let pair = lab_pair(PairSpec {
+        tag: "io",
+        imp: [Impl::Veil, p],
+        tunnel: [&VEIL_ADDRS, &PEER_ADDRS],
+        ports: [VEIL_PORT, PEER_PORT],
+        psk,
+        dialer: Some(if veil_initiates { "a" } else { "b" }),
+        ..PairSpec::default()
+    });
+    let (nv, np, v, q) = (&pair.na, &pair.nb, &pair.a, &pair.b);
 
+    let key = pair.lab.psk("a", "b");
+    let key = key.as_deref();
+    assert_eq!(key.is_some(), psk, "{test}: the lab's psk");
+    // (namespace, tunnel IPv4, tunnel IPv6, interface, underlay endpoint) of each side.
+    let veil_side = (nv, "10.9.0.1", "fd09::1", &v.ifname, format!("10.8.0.1:{VEIL_PORT}"));
+    let peer_side = (np, "10.9.0.2", "fd09::2", &q.ifname, format!("10.8.0.2:{PEER_PORT}"));
+    let (ini, resp) = if veil_initiates { (veil_side, peer_side) } else { (peer_side, veil_side) };
     // Both daemons took the preshared key (or have none).
     let want_psk = key.unwrap_or("(none)");
-    for (ns, ifname, who) in [(&nv, &v.ifname, "veil".to_string()), (&np, &q.ifname, format!("{p:?}"))] {
+    for (ns, ifname, who) in [(nv, &v.ifname, "veil".to_string()), (np, &q.ifname, format!("{p:?}"))] {
         let out = ns.sh(&format!("wg show {ifname} preshared-keys"));
         assert_eq!(out.split_whitespace().nth(1), Some(want_psk), "{test}: {who}'s preshared key: {out:?}");
     }
 
     // Nobody has sent anything yet: no handshake on either side.
-    assert_eq!(latest_handshake(&nv, &v.ifname), 0, "{test}: veil handshake before any traffic");
-    assert_eq!(latest_handshake(&np, &q.ifname), 0, "{test}: {p:?} handshake before any traffic");
+    assert_eq!(latest_handshake(nv, &v.ifname), 0, "{test}: veil handshake before any traffic");
+    assert_eq!(latest_handshake(np, &q.ifname), 0, "{test}: {p:?} handshake before any traffic");
 
     // The initiator's first ping starts the handshake.
     assert!(ini.0.ping_until(resp.1, STEP_LIMIT), "{test}: initiator's first IPv4 ping (handshake) never answered");
@@ -118,8 +118,8 @@ fn interop(p: Impl, veil_initiates: bool, psk: bool) {
 
     bulk(ini.0, resp.0, resp.1, &test);
 
-    assert_ne!(latest_handshake(&nv, &v.ifname), 0, "{test}: veil reports no handshake after traffic");
-    assert_ne!(latest_handshake(&np, &q.ifname), 0, "{test}: {p:?} reports no handshake after traffic");
+    assert_ne!(latest_handshake(nv, &v.ifname), 0, "{test}: veil reports no handshake after traffic");
+    assert_ne!(latest_handshake(np, &q.ifname), 0, "{test}: {p:?} reports no handshake after traffic");
     // The responder, configured without an endpoint, learned the initiator's from its packets.
     let out = resp.0.sh(&format!("wg show {} endpoints", resp.3));
     assert_eq!(out.split_whitespace().nth(1), Some(ini.4.as_str()), "{test}: responder's learned endpoint");

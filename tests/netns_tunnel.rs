@@ -25,7 +25,7 @@ fn pair_with(ua: &str, ub: &str, psk_a: Option<&str>, psk_b: Option<&str>, env: 
         underlay: [ua, ub],
         tunnel: [&A_ADDRS, &B_ADDRS],
         env,
-        only_a_dials: true,
+        dialer: Some("a"),
         ..PairSpec::default()
     });
     // A lab gives a tunnel one psk or none; these tests choose each side's, before any traffic.

@@ -278,6 +278,8 @@ pub struct Lab {
     nodes: Vec<Node>,
     daemons: Vec<Option<Child>>,
     guard: Option<(Child, OwnedFd)>,
+    /// The preshared keys, by the two nodes (indices, lower first) of their tunnel.
+    psks: Vec<([usize; 2], PresharedKey)>,
     down: bool,
 }
 
@@ -317,6 +319,7 @@ impl Lab {
             nodes: Vec::new(),
             daemons: Vec::new(),
             guard: None,
+            psks: Vec::new(),
             down: false,
         };
         lab.state.save(&dir)?;
@@ -423,6 +426,13 @@ impl Lab {
         let psks: Vec<Option<PresharedKey>> =
             plan.psks.iter().map(|&p| p.then(|| PresharedKey::random(&mut OsRng))).collect();
         for (i, n) in plan.nodes.iter().enumerate() {
+            for p in n.tunnel.iter().flat_map(|t| &t.peers).filter(|p| p.node > i) {
+                if let Some(psk) = p.psk.and_then(|k| psks[k].as_ref()) {
+                    self.psks.push(([i, p.node], psk.clone()));
+                }
+            }
+        }
+        for (i, n) in plan.nodes.iter().enumerate() {
             let Some(t) = &n.tunnel else { continue };
             let mut request = format!(
                 "set=1\nprivate_key={}\nlisten_port={}\nreplace_peers=true\n",
@@ -520,6 +530,14 @@ impl Lab {
     /// The node called `name`. Panics if there is none (a mistake in the test).
     pub fn node(&self, name: &str) -> &Node {
         self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("lab {} has no node {name:?}", self.name))
+    }
+
+    /// The preshared key (base64) of the tunnel between nodes `a` and `b`, if it has one.
+    pub fn psk(&self, a: &str, b: &str) -> Option<String> {
+        let index = |name| self.nodes.iter().position(|n| n.name == name);
+        let (a, b) = (index(a)?, index(b)?);
+        let key = [a.min(b), a.max(b)];
+        self.psks.iter().find(|(k, _)| *k == key).map(|(_, psk)| psk.to_base64().to_string())
     }
 
     /// The directory of the daemons' sockets.

@@ -273,8 +273,10 @@ pub struct PairSpec<'a> {
     pub inner_mtu: u32,
     /// Extra `NAME=value` words for both daemons' environment.
     pub env: &'a str,
-    /// Whether only `a` knows `b`'s endpoint (else each knows the other's).
-    pub only_a_dials: bool,
+    /// Whether the tunnel has a (fresh) preshared key: [`Lab::psk`].
+    pub psk: bool,
+    /// The only node (`"a"` or `"b"`) that knows the other's endpoint; None: each knows it.
+    pub dialer: Option<&'a str>,
 }
 
 impl Default for PairSpec<'_> {
@@ -288,7 +290,8 @@ impl Default for PairSpec<'_> {
             ports: [51820, 51821],
             inner_mtu: 1420,
             env: "",
-            only_a_dials: false,
+            psk: false,
+            dialer: None,
         }
     }
 }
@@ -346,7 +349,8 @@ pub fn lab_pair(spec: PairSpec) -> LabPair {
         }],
         tunnels: vec![TunnelSpec {
             nodes: ["a".into(), "b".into()],
-            dialer: spec.only_a_dials.then(|| "a".into()),
+            psk: spec.psk,
+            dialer: spec.dialer.map(str::to_string),
             ..TunnelSpec::default()
         }],
         ..Topology::default()
