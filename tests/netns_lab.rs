@@ -142,6 +142,14 @@ fn a_lab_is_gone_after_down_ctrl_c_or_its_owner_killed() {
     let t = example("hub-and-spoke.toml");
     let file = topology_file(&t);
     let mut parent = lab_up_cli(&file, true);
+    // A detached lab outlives this test: take it down whatever happens below.
+    struct Down<'a>(&'a TempFile);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = sh_out(&format!("{} lab down {}", veil_bin().display(), self.0.path()));
+        }
+    }
+    let _down = Down(&file);
     assert!(parent.wait().unwrap().success(), "veil lab up --detach exits 0 once up");
     assert!(!leftovers(t.name.as_deref().unwrap(), &ifnames(&t)).is_empty(), "the detached lab is up");
     sh(&format!("{} lab down {}", veil_bin().display(), file.path()));
@@ -154,4 +162,23 @@ fn a_lab_is_gone_after_down_ctrl_c_or_its_owner_killed() {
     owner.kill().unwrap();
     owner.wait().unwrap();
     gone(&t, "SIGKILL to the owner");
+}
+
+#[test]
+fn an_interface_name_served_outside_the_lab_is_refused_and_left_alone() {
+    let test = "an_interface_name_served_outside_the_lab_is_refused_and_left_alone";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new("lxo");
+    let outsider = endpoint(&ns, Impl::Veil, &[], "");
+    let mut t = example("two-sites.toml");
+    t.nodes[0].ifname = Some(outsider.ifname.clone());
+    let err = veil::lab::Lab::up(&t, &Options::new(veil_bin())).unwrap_err();
+    assert!(err.contains("in use") && err.contains(&outsider.ifname), "{test}: {err}");
+    // The outsider keeps its key, socket and life.
+    let show = ns.sh(&format!("wg show {} private-key", outsider.ifname));
+    assert_eq!(show.trim(), outsider.keys.private, "{test}: the outsider was reconfigured");
+    assert!(Path::new(&format!("/var/run/wireguard/{}.sock", outsider.ifname)).exists(), "{test}: socket removed");
+    assert_eq!(leftovers(t.name.as_deref().unwrap(), &ifnames(&t)[1..]), Vec::<String>::new(), "{test}");
 }

@@ -181,13 +181,21 @@ impl State {
         }
         for n in &self.nodes {
             if let Some(ifname) = &n.ifname {
-                let _ = std::fs::remove_file(self.socket_dir.join(format!("{ifname}.sock")));
+                remove_stale_socket(&self.socket_dir.join(format!("{ifname}.sock")));
             }
             if n.named {
                 let _ = netns::unmount_name(&n.netns);
             }
         }
         let _ = std::fs::remove_dir_all(dir.join(&self.name));
+    }
+}
+
+/// Removes a socket file that a stopped daemon left behind, but not one that answers: that is
+/// another daemon's (one that already served the name, so ours could not start).
+fn remove_stale_socket(path: &Path) {
+    if path.exists() && UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -377,6 +385,17 @@ impl Lab {
         }
         self.state.save(&dir)?;
 
+        // A socket that answers belongs to a daemon outside the lab: never configure that one.
+        for t in plan.nodes.iter().filter_map(|n| n.tunnel.as_ref()) {
+            let path = self.state.socket_dir.join(format!("{}.sock", t.ifname));
+            if UnixStream::connect(&path).is_ok() {
+                return Err(format!(
+                    "interface name {} is in use ({} answers): give the node another `ifname`",
+                    t.ifname,
+                    path.display()
+                ));
+            }
+        }
         // Daemons first: they start while the links are made.
         for (i, n) in plan.nodes.iter().enumerate() {
             let child = match &n.tunnel {
@@ -591,7 +610,7 @@ impl Lab {
         }
         for n in &self.state.nodes {
             if let Some(ifname) = &n.ifname {
-                let _ = std::fs::remove_file(self.state.socket_dir.join(format!("{ifname}.sock")));
+                remove_stale_socket(&self.state.socket_dir.join(format!("{ifname}.sock")));
             }
             if n.named {
                 let _ = netns::unmount_name(&n.netns);
