@@ -20,6 +20,7 @@ pub mod topology;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -312,6 +313,14 @@ impl Lab {
             old.teardown(&root);
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Under /tmp another user could have made the directory first: use only our own.
+        for d in [&root, &dir] {
+            let meta = std::fs::symlink_metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            // SAFETY: geteuid cannot fail.
+            if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } {
+                return Err(format!("{} is not a directory of this user's", d.display()));
+            }
+        }
         let default_sockets = Path::new(crate::control::daemon::SOCKET_DIR);
         let private_sockets = !(std::fs::create_dir_all(default_sockets).is_ok() && writable(default_sockets));
         let socket_dir = if private_sockets { dir.join("sockets") } else { default_sockets.to_path_buf() };
