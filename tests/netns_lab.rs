@@ -1,5 +1,5 @@
 //! The netns lab itself (`veil::lab`, `veil lab`): the example topologies come up and every
-//! tunnel in them carries pings (subnets behind nodes too); and a lab leaves nothing behind
+//! tunnel in them carries pings (subnets behind nodes and spoke to spoke through a hub too); and a lab leaves nothing behind
 //! (namespaces, daemons, sockets, state) whichever way it ends: dropped, `veil lab down`,
 //! Ctrl-C to `veil lab up`, or its owner killed with SIGKILL.
 mod netns;
@@ -75,6 +75,12 @@ fn the_examples_come_up_and_every_tunnel_carries_pings() {
                     );
                 }
             }
+        }
+        if file == "hub-and-spoke.toml" {
+            // Spoke to spoke, through the forwarding hub.
+            let s1 = Netns::of(&lab, "spoke1");
+            assert!(s1.ping_until("10.100.0.4", Duration::from_secs(10)), "{file}: spoke1 -> spoke3 via the hub");
+            assert!(s1.ping_until("fd00:100::4", Duration::from_secs(10)), "{file}: spoke1 -> spoke3 over IPv6");
         }
         // The API's view matches the plan.
         let first = &plan.nodes[0];

@@ -6,8 +6,10 @@ mod netns;
 use netns::*;
 
 use std::collections::HashMap;
+
 use std::path::Path;
 use std::time::Duration;
+use veil::lab::{Options, Topology};
 
 /// The UAPI socket of `ifname`.
 fn sock(ifname: &str) -> String {
@@ -52,16 +54,6 @@ fn ping_all(ns: &Netns, addr: &str, count: u32, size: u32) -> bool {
     out.status.success() && text.contains(&format!(" {count} received"))
 }
 
-/// A namespace on a LAN behind `site`: `site` gets `gw`, the LAN host gets `host` and a default
-/// route via `gw`, and `site` forwards.
-fn lan_behind(site: &Netns, gw: &str, host: &str) -> Netns {
-    let lan = Netns::new("lan");
-    link(site, &lan, &[gw], &[host]);
-    site.sh("sysctl -qw net.ipv4.ip_forward=1");
-    lan.sh(&format!("ip route add default via {}", netns::host(gw)));
-    lan
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Hub and spoke
 // ---------------------------------------------------------------------------------------------
@@ -71,29 +63,66 @@ fn hub_and_spoke_spoke_to_spoke_traffic_goes_through_the_hub() {
     if !require_root("hub_and_spoke_spoke_to_spoke_traffic_goes_through_the_hub") {
         return;
     }
-    let (hub, s1, s2) = (Netns::new("hub"), Netns::new("sp1"), Netns::new("sp2"));
     // Two separate underlay links; the spokes share no link and have no routes to each other.
-    link(&hub, &s1, &["10.81.1.1/24"], &["10.81.1.2/24"]);
-    link(&hub, &s2, &["10.81.2.1/24"], &["10.81.2.2/24"]);
-    hub.sh("sysctl -qw net.ipv4.ip_forward=1");
-    // The subnets behind the spokes: 192.168.1.0/24 behind s1, 192.168.2.0/24 behind s2.
-    let lan1 = lan_behind(&s1, "192.168.1.254/24", "192.168.1.1/24");
-    let lan2 = lan_behind(&s2, "192.168.2.254/24", "192.168.2.1/24");
-
-    let h = endpoint(&hub, Impl::Veil, &["10.77.0.1/24"], "");
-    let a = endpoint(&s1, Impl::Veil, &["10.77.0.2/24"], "");
-    let b = endpoint(&s2, Impl::Veil, &["10.77.0.3/24"], "");
-    h.listen(&hub, 51820);
-    a.listen(&s1, 51821);
-    b.listen(&s2, 51822);
-    h.add_peer(&hub, &a, "10.77.0.2/32,192.168.1.0/24", None, None);
-    h.add_peer(&hub, &b, "10.77.0.3/32,192.168.2.0/24", None, None);
-    a.add_peer(&s1, &h, "10.77.0.0/24,192.168.2.0/24", Some("10.81.1.1:51820"), None);
-    b.add_peer(&s2, &h, "10.77.0.0/24,192.168.1.0/24", Some("10.81.2.1:51820"), None);
-    hub.sh(&format!("ip route add 192.168.1.0/24 dev {}", h.ifname));
-    hub.sh(&format!("ip route add 192.168.2.0/24 dev {}", h.ifname));
-    s1.sh(&format!("ip route add 192.168.2.0/24 dev {}", a.ifname));
-    s2.sh(&format!("ip route add 192.168.1.0/24 dev {}", b.ifname));
+    // The subnets behind the spokes: 192.168.1.0/24 behind s1, 192.168.2.0/24 behind s2, each
+    // a LAN host whose default route is its spoke. Only the spokes know the hub's endpoint; each
+    // routes the tunnel network and the other spoke's subnet to the hub.
+    let topology = format!(
+        r#"
+        name = "{name}"
+        [[nodes]]
+        name = "hub"
+        ifname = "{if_h}"
+        address = ["10.77.0.1/24"]
+        forward = true
+        [[nodes]]
+        name = "s1"
+        ifname = "{if_a}"
+        address = ["10.77.0.2/24"]
+        listen_port = 51821
+        forward = true
+        [[nodes]]
+        name = "s2"
+        ifname = "{if_b}"
+        address = ["10.77.0.3/24"]
+        listen_port = 51822
+        forward = true
+        [[nodes]]
+        name = "lan1"
+        gateway = "192.168.1.254"
+        [[nodes]]
+        name = "lan2"
+        gateway = "192.168.2.254"
+        [[links]]
+        nodes = ["hub", "s1"]
+        addresses = ["10.81.1.1/24", "10.81.1.2/24"]
+        [[links]]
+        nodes = ["hub", "s2"]
+        addresses = ["10.81.2.1/24", "10.81.2.2/24"]
+        [[links]]
+        nodes = ["s1", "lan1"]
+        addresses = ["192.168.1.254/24", "192.168.1.1/24"]
+        [[links]]
+        nodes = ["s2", "lan2"]
+        addresses = ["192.168.2.254/24", "192.168.2.1/24"]
+        [[tunnels]]
+        nodes = ["hub", "s1"]
+        dialer = "s1"
+        allowed_ips = [["192.168.1.0/24"], ["10.77.0.0/24", "192.168.2.0/24"]]
+        [[tunnels]]
+        nodes = ["hub", "s2"]
+        dialer = "s2"
+        allowed_ips = [["192.168.2.0/24"], ["10.77.0.0/24", "192.168.1.0/24"]]
+        "#,
+        name = unique("hs"),
+        if_h = unique("wg"),
+        if_a = unique("wg"),
+        if_b = unique("wg"),
+    );
+    let lab = Lab::up(&Topology::from_toml(&topology).unwrap(), &Options::new(veil_bin())).expect("lab up");
+    let [s1, s2, lan1, lan2] = ["s1", "s2", "lan1", "lan2"].map(|n| Netns::of(&lab, n));
+    let tunnel = |n: &str| LabTunnel::of(&lab, n);
+    let (h, a, b) = (tunnel("hub"), tunnel("s1"), tunnel("s2"));
 
     // No direct path between the spokes: no underlay route, and each spoke knows only the hub.
     assert!(!s1.sh_out("ip route get 10.81.2.2").status.success(), "s1 has an underlay route to s2");

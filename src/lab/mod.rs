@@ -450,6 +450,19 @@ impl Lab {
             }
         }
 
+        for (n, node) in plan.nodes.iter().enumerate() {
+            if node.forward {
+                let _in = netns::Entered::new(&self.nodes[n].ns).map_err(|e| format!("setns: {e}"))?;
+                // /proc/sys/net is the opening thread's namespace's.
+                for knob in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+                    std::fs::write(knob, "1").map_err(|e| format!("{knob} in {}: {e}", node.name))?;
+                }
+            }
+            if let Some(gw) = node.gateway {
+                rtnl[n].add_default_route(gw).map_err(|e| format!("default route via {gw} in {}: {e}", node.name))?;
+            }
+        }
+
         // Keys and peers through each daemon's socket, then its interface.
         let psks: Vec<Option<PresharedKey>> =
             plan.psks.iter().map(|&p| p.then(|| PresharedKey::random(&mut OsRng))).collect();
@@ -499,9 +512,11 @@ impl Lab {
                 rtnl[i].add_address(index, *a).map_err(what)?;
             }
             rtnl[i].set_up(index, Some(t.mtu)).map_err(what)?;
-            for p in &t.peers {
-                for subnet in &plan.nodes[p.node].subnets {
-                    rtnl[i].add_route(index, subnet.trunc()).map_err(what)?;
+            for net in t.peers.iter().flat_map(|p| &p.allowed_ips) {
+                // A network the interface's own prefix already routes is no error.
+                match rtnl[i].add_route(index, *net) {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(what(e)),
+                    _ => {}
                 }
             }
         }

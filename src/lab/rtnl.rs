@@ -135,6 +135,21 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL).map(drop)
     }
 
+    /// A default route (of `gateway`'s family) through `gateway`.
+    pub fn add_default_route(&mut self, gateway: IpAddr) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(gateway);
+        msg.header.table = 254;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes.push(RouteAttribute::Gateway(match gateway {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL).map(drop)
+    }
+
     /// Whether link `index` is operationally up (a veth: both ends up).
     pub fn is_running(&mut self, index: u32) -> io::Result<bool> {
         let mut link = LinkMessage::default();

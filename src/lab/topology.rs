@@ -56,6 +56,13 @@ pub struct NodeSpec {
     /// and routed to it through the tunnels of its peers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnets: Vec<IpNet>,
+    /// Forward IPv4 and IPv6 between its interfaces (a router, a hub, a site's gateway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward: bool,
+    /// A default route through this address (of a node on one of its links), e.g. for a host
+    /// on a LAN behind a gateway node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
     /// More environment for this node's daemon.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -92,6 +99,11 @@ pub struct TunnelSpec {
     /// `persistent_keepalive_interval` on both sides, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<u16>,
+    /// More networks each side reaches through the other: the first list is added to the
+    /// allowed IPs of `nodes[0]`'s peer `nodes[1]` (and routed into the tunnel), the second the
+    /// other way round. E.g. a spoke reaching the other spokes through its hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<[Vec<IpNet>; 2]>,
     /// Only this node knows the other's endpoint (so only it can start the handshake, and the
     /// other learns its endpoint from it); both know each other's if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +128,10 @@ pub struct PlannedNode {
     pub tunnel: Option<PlannedTunnel>,
     /// Its networks on loopback.
     pub subnets: Vec<IpNet>,
+    /// Whether it forwards.
+    pub forward: bool,
+    /// Its default route's gateway.
+    pub gateway: Option<IpAddr>,
 }
 
 /// A node's tunnel interface and its peers.
@@ -137,7 +153,8 @@ pub struct PlannedPeer {
     /// The peer's node (index in [`Plan::nodes`]).
     pub node: usize,
     pub endpoint: Option<SocketAddr>,
-    /// The peer's tunnel addresses as host prefixes, then its subnets.
+    /// The peer's tunnel addresses as host prefixes, then its subnets, then the tunnel's extra
+    /// allowed IPs; each is routed into the tunnel.
     pub allowed_ips: Vec<IpNet>,
     /// The tunnel's index in [`Plan::psks`], where it has a psk.
     pub psk: Option<usize>,
@@ -228,7 +245,13 @@ impl Topology {
         let mut nodes: Vec<PlannedNode> = self
             .nodes
             .iter()
-            .map(|n| PlannedNode { name: n.name.clone(), tunnel: None, subnets: n.subnets.clone() })
+            .map(|n| PlannedNode {
+                name: n.name.clone(),
+                tunnel: None,
+                subnets: n.subnets.clone(),
+                forward: n.forward,
+                gateway: n.gateway,
+            })
             .collect();
         let mut psks = Vec::new();
         for (t, tunnel) in self.tunnels.iter().enumerate() {
@@ -267,6 +290,9 @@ impl Topology {
                     .map(|a| IpNet::new(a.addr(), if a.addr().is_ipv4() { 32 } else { 128 }).unwrap())
                     .collect();
                 allowed_ips.extend(self.nodes[peer].subnets.iter().map(IpNet::trunc));
+                if let Some(extra) = &tunnel.allowed_ips {
+                    allowed_ips.extend(extra[side].iter().map(IpNet::trunc));
+                }
                 let mine = nodes[me].tunnel.as_mut().expect("set above");
                 if mine.peers.iter().any(|p| p.node == peer) {
                     return Err(format!("{what}: the two nodes already have a tunnel"));

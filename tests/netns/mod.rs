@@ -304,6 +304,16 @@ pub struct LabTunnel {
 }
 
 impl LabTunnel {
+    /// Node `node`'s tunnel.
+    pub fn of(lab: &Lab, node: &str) -> LabTunnel {
+        let n = lab.node(node);
+        LabTunnel {
+            ifname: n.ifname().expect("a node in a tunnel").to_string(),
+            keys: Keys { private: n.private_key().unwrap(), public: n.public_key().unwrap() },
+            pid: lab.daemon_pid(node).unwrap(),
+        }
+    }
+
     /// Whether the daemon still runs.
     pub fn running(&self) -> bool {
         // A daemon that died is a zombie of the lab's (state Z) until the lab reaps it.
@@ -356,19 +366,11 @@ pub fn lab_pair(spec: PairSpec) -> LabPair {
         ..Topology::default()
     };
     let lab = Lab::up(&topology, &veil::lab::Options::new(veil_bin())).unwrap_or_else(|e| panic!("lab up: {e}"));
-    let tunnel = |name: &str| {
-        let n = lab.node(name);
-        LabTunnel {
-            ifname: n.ifname().unwrap().to_string(),
-            keys: Keys { private: n.private_key().unwrap(), public: n.public_key().unwrap() },
-            pid: lab.daemon_pid(name).unwrap(),
-        }
-    };
     LabPair {
         na: Netns::of(&lab, "a"),
         nb: Netns::of(&lab, "b"),
-        a: tunnel("a"),
-        b: tunnel("b"),
+        a: LabTunnel::of(&lab, "a"),
+        b: LabTunnel::of(&lab, "b"),
         veth_a: lab.node("a").veth_to("b").unwrap().0.to_string(),
         lab,
     }
