@@ -60,25 +60,27 @@ fn the_root_daemon_keeps_only_net_admin_and_still_binds_a_low_port_with_a_mark()
     if !require_root("the_root_daemon_keeps_only_net_admin_and_still_binds_a_low_port_with_a_mark") {
         return;
     }
-    let (na, nb) = (Netns::new("vha"), Netns::new("vhb"));
-    link(&na, &nb, &["192.168.71.1/24"], &["192.168.71.2/24"]);
-    let a = endpoint(&na, Impl::Veil, &["10.9.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.9.0.2/24"], "");
-    for e in [&a, &b] {
-        assert_least_privilege(e.proc.child.id(), &e.ifname);
-        assert_eq!(status(e.proc.child.id(), "Uid").split_whitespace().next(), Some("0"));
+    // b listens on port 500, bound after the drop (the lab configures the started daemons).
+    let p = lab_pair(PairSpec {
+        tag: "vh",
+        underlay: ["192.168.71.1/24", "192.168.71.2/24"],
+        tunnel: [&["10.9.0.1/24"], &["10.9.0.2/24"]],
+        ports: [51820, 500],
+        dialer: Some("a"),
+        ..PairSpec::default()
+    });
+    let (na, nb, a, b) = (&p.na, &p.nb, &p.a, &p.b);
+    for e in [a, b] {
+        assert_least_privilege(e.pid, &e.ifname);
+        assert_eq!(status(e.pid, "Uid").split_whitespace().next(), Some("0"));
     }
-    a.listen(&na, 51820);
-    b.listen(&nb, 500);
     assert_eq!(nb.sh(&format!("wg show {} listen-port", b.ifname)).trim(), "500");
     na.sh(&format!("wg set {} fwmark 0x1234", a.ifname));
     assert_eq!(na.sh(&format!("wg show {} fwmark", a.ifname)).trim(), "0x1234");
-    a.add_peer(&na, &b, "10.9.0.2/32", Some("192.168.71.2:500"), None);
-    b.add_peer(&nb, &a, "10.9.0.1/32", None, None);
-    ping_both_ways(&na, &nb, "low port and fwmark after the drop");
+    ping_both_ways(na, nb, "low port and fwmark after the drop");
     // The binding thread lowered CAP_NET_BIND_SERVICE again: every thread's effective set is
     // still CAP_NET_ADMIN alone.
-    for task in std::fs::read_dir(format!("/proc/{}/task", b.proc.child.id())).unwrap() {
+    for task in std::fs::read_dir(format!("/proc/{}/task", b.pid)).unwrap() {
         let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
         assert_eq!(capabilities(tid, "CapEff"), NET_ADMIN, "thread {tid} of {}", b.ifname);
     }

@@ -300,7 +300,8 @@ impl Default for PairSpec<'_> {
 pub struct LabTunnel {
     pub ifname: String,
     pub keys: Keys,
-    pid: u32,
+    /// The daemon's process id.
+    pub pid: u32,
 }
 
 impl LabTunnel {
