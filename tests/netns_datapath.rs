@@ -8,7 +8,9 @@ mod netns;
 use netns::*;
 
 use std::collections::BTreeMap;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use veil::lab::topology::{LinkSpec, NodeSpec, Topology, TunnelSpec};
 
 /// Tunnel addresses of the two sides of a pair.
 const A_ADDRS: [&str; 2] = ["10.9.0.1/24", "fd09::1/64"];
@@ -241,23 +243,35 @@ fn many_peers_sending_at_once_each_peers_packets_arrive_in_order() {
     if !require_root(test) {
         return;
     }
-    let hub_ns = Netns::new("hub");
-    // Crypto helper threads on (the default on 2 cores is none), so the hub opens the spokes'
-    // batches on several threads and must still deliver each spoke's packets in order.
-    let hub = endpoint(&hub_ns, Impl::Veil, &["10.9.0.1/24"], "VEIL_CRYPTO_HELPERS=2");
-    hub.listen(&hub_ns, A_PORT);
-    let mut spokes = Vec::new();
+    // A hub and ORDER_SPOKES spokes, a link and a tunnel from each spoke to the hub. Crypto
+    // helper threads on (the default on 2 cores is none), so the hub opens the spokes' batches
+    // on several threads and must still deliver each spoke's packets in order.
+    let net = |s: String| s.parse().unwrap();
+    let node = |name: String, addr: String, port| NodeSpec {
+        name,
+        ifname: Some(unique("wg")),
+        address: vec![net(addr)],
+        listen_port: Some(port),
+        env: [("VEIL_CRYPTO_HELPERS".to_string(), "2".to_string())].into(),
+        ..NodeSpec::default()
+    };
+    let mut topology = Topology { name: Some(unique("ord")), ..Topology::default() };
+    topology.nodes.push(node("hub".into(), "10.9.0.1/24".into(), A_PORT));
     for i in 0..ORDER_SPOKES {
-        let ns = Netns::new("spk");
-        link(&hub_ns, &ns, &[&format!("10.70.{i}.1/24")], &[&format!("10.70.{i}.2/24")]);
-        let tunnel_addr = format!("10.9.0.{}", 10 + i);
-        let e = endpoint(&ns, Impl::Veil, &[&format!("{tunnel_addr}/24")], "VEIL_CRYPTO_HELPERS=2");
-        e.listen(&ns, B_PORT);
-        e.add_peer(&ns, &hub, "10.9.0.1/32", Some(&sockaddr(&format!("10.70.{i}.1"), A_PORT)), None);
-        hub.add_peer(&hub_ns, &e, &format!("{tunnel_addr}/32"), Some(&sockaddr(&format!("10.70.{i}.2"), B_PORT)), None);
-        spokes.push((ns, e, tunnel_addr));
+        let spoke = format!("spk{i}");
+        topology.nodes.push(node(spoke.clone(), format!("10.9.0.{}/24", 10 + i), B_PORT));
+        topology.links.push(LinkSpec {
+            nodes: ["hub".into(), spoke.clone()],
+            addresses: Some([net(format!("10.70.{i}.1/24")), net(format!("10.70.{i}.2/24"))]),
+            mtu: None,
+        });
+        topology.tunnels.push(TunnelSpec { nodes: ["hub".into(), spoke], ..TunnelSpec::default() });
     }
-    for (ns, _, addr) in &spokes {
+    let lab = Lab::up(&topology, &veil::lab::Options::new(veil_bin())).expect("lab up");
+    let (hub_ns, hub) = (Netns::of(&lab, "hub"), LabTunnel::of(&lab, "hub"));
+    let spokes: Vec<(Netns, String)> =
+        (0..ORDER_SPOKES).map(|i| (Netns::of(&lab, &format!("spk{i}")), format!("10.9.0.{}", 10 + i))).collect();
+    for (ns, addr) in &spokes {
         assert!(ns.ping_until("10.9.0.1", HANDSHAKE_LIMIT), "{test}: spoke {addr} never reached the hub");
     }
 
@@ -280,7 +294,7 @@ fn many_peers_sending_at_once_each_peers_packets_arrive_in_order() {
     let start_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() + 2.0;
     let mut senders: Vec<Proc> = spokes
         .iter()
-        .map(|(ns, _, addr)| {
+        .map(|(ns, addr)| {
             Proc::spawn(
                 ns,
                 &format!(
@@ -316,7 +330,7 @@ fn many_peers_sending_at_once_each_peers_packets_arrive_in_order() {
         })
         .collect();
     let mut report = Vec::new();
-    for (_, _, addr) in &spokes {
+    for (_, addr) in &spokes {
         let seqs = per_source.get(addr).map(Vec::as_slice).unwrap_or_default();
         report.push(format!("{addr}: {} of {ORDER_COUNT}", seqs.len()));
     }
@@ -327,9 +341,9 @@ fn many_peers_sending_at_once_each_peers_packets_arrive_in_order() {
     );
     eprintln!("{test}: {report}");
     for src in per_source.keys() {
-        assert!(spokes.iter().any(|(_, _, a)| a == src), "{test}: datagrams from an unknown source {src}");
+        assert!(spokes.iter().any(|(_, a)| a == src), "{test}: datagrams from an unknown source {src}");
     }
-    for (_, _, addr) in &spokes {
+    for (_, addr) in &spokes {
         let seqs = per_source.get(addr).map(Vec::as_slice).unwrap_or_default();
         if let Some(i) = seqs.windows(2).position(|w| w[1] <= w[0]) {
             panic!(
