@@ -106,6 +106,10 @@ pub struct State {
     pub name: String,
     /// The owner's process id.
     pub owner: u32,
+    /// The owner's start time (clock ticks after boot, from /proc), so that another process
+    /// that got the same id later is not taken for it.
+    #[serde(default)]
+    pub owner_start: u64,
     /// The directory of the daemons' sockets.
     pub socket_dir: PathBuf,
     /// Whether that is not /var/run/wireguard (the daemons were given `VEIL_SOCKET_DIR`).
@@ -163,7 +167,7 @@ impl State {
 
     /// Whether the owner process still runs.
     pub fn owner_alive(&self) -> bool {
-        alive(self.owner)
+        alive(self.owner) && start_time(self.owner) == Some(self.owner_start)
     }
 
     /// Tears down what the state names, for an owner that is gone: stops the daemons (SIGTERM,
@@ -198,6 +202,13 @@ fn remove_stale_socket(path: &Path) {
     if path.exists() && UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (in parentheses, which may hold anything): state is 3rd.
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether process `pid` runs (a zombie, dead but not yet reaped, does not).
@@ -307,7 +318,7 @@ impl Lab {
         let root = options.dir.clone().unwrap_or_else(default_dir);
         let dir = root.join(&plan.name);
         if let Ok(old) = State::load(&root, &plan.name) {
-            if old.owner_alive() && old.owner != std::process::id() {
+            if old.owner_alive() {
                 return Err(format!("lab {} is already up (owner pid {})", plan.name, old.owner));
             }
             old.teardown(&root);
@@ -327,8 +338,9 @@ impl Lab {
         if private_sockets {
             std::fs::create_dir_all(&socket_dir).map_err(|e| format!("{}: {e}", socket_dir.display()))?;
         }
-        let state =
-            State { name: plan.name.clone(), owner: std::process::id(), socket_dir, private_sockets, nodes: vec![] };
+        let owner = std::process::id();
+        let owner_start = start_time(owner).unwrap_or_default();
+        let state = State { name: plan.name.clone(), owner, owner_start, socket_dir, private_sockets, nodes: vec![] };
         let mut lab = Lab {
             name: plan.name.clone(),
             dir: root,
