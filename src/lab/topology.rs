@@ -113,8 +113,11 @@ pub struct TunnelSpec {
 /// A topology turned into concrete names, addresses and peers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The lab's name.
     pub name: String,
+    /// The nodes, in the order of the file.
     pub nodes: Vec<PlannedNode>,
+    /// The veth links.
     pub links: Vec<PlannedLink>,
     /// Whether each tunnel (by index) has a preshared key.
     pub psks: Vec<bool>,
@@ -123,6 +126,7 @@ pub struct Plan {
 /// One node of a [`Plan`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedNode {
+    /// The node's name.
     pub name: String,
     /// The tunnel, if the node is in one.
     pub tunnel: Option<PlannedTunnel>,
@@ -137,13 +141,19 @@ pub struct PlannedNode {
 /// A node's tunnel interface and its peers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTunnel {
+    /// The tunnel interface's name.
     pub ifname: String,
+    /// Its addresses.
     pub addresses: Vec<IpNet>,
+    /// Its UDP port.
     pub listen_port: u16,
+    /// Its MTU.
     pub mtu: u32,
     /// The daemon's program and arguments (`{if}` already replaced); None: veil.
     pub daemon: Option<Vec<String>>,
+    /// The daemon's environment (the lab's, then the node's).
     pub env: BTreeMap<String, String>,
+    /// One per tunnel the node is in.
     pub peers: Vec<PlannedPeer>,
 }
 
@@ -152,22 +162,27 @@ pub struct PlannedTunnel {
 pub struct PlannedPeer {
     /// The peer's node (index in [`Plan::nodes`]).
     pub node: usize,
+    /// Where to send to the peer, if this side knows it.
     pub endpoint: Option<SocketAddr>,
     /// The peer's tunnel addresses as host prefixes, then its subnets, then the tunnel's extra
     /// allowed IPs; each is routed into the tunnel.
     pub allowed_ips: Vec<IpNet>,
     /// The tunnel's index in [`Plan::psks`], where it has a psk.
     pub psk: Option<usize>,
+    /// `persistent_keepalive_interval`, seconds.
     pub keepalive: Option<u16>,
 }
 
 /// A veth link of a [`Plan`]: `ends[i]` is in node `nodes[i]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedLink {
+    /// The two nodes (indices in [`Plan::nodes`]).
     pub nodes: [usize; 2],
     /// Interface names, each in its own node: the other node's name where it fits.
     pub ends: [String; 2],
+    /// The two ends' addresses.
     pub addresses: [IpNet; 2],
+    /// The link's MTU, if not the kernel's default.
     pub mtu: Option<u32>,
 }
 
