@@ -13,13 +13,15 @@
 //! namespace (`unshare -Urn`), the namespaces are held by the owner's descriptors only and the
 //! sockets are in the lab's own directory (the daemons get `VEIL_SOCKET_DIR`). See docs/lab.md.
 
+mod exec;
 mod netns;
 mod rtnl;
+mod state;
 pub mod topology;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -29,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use rand_core::OsRng;
-use serde::{Deserialize, Serialize};
 
 use crate::noise::{PresharedKey, StaticSecret, keys::hex};
+pub use exec::exec;
+pub use state::{State, StateNode, default_dir, down_by_name, guard, resolve};
+use state::{remove_stale_socket, signal, spawn_guard, start_time, writable};
 pub use topology::{Plan, Topology};
-
 /// How long a daemon may take to answer on its socket, a veth to come up, and a stopped daemon
 /// to exit before it is killed.
 const START_LIMIT: Duration = Duration::from_secs(10);
@@ -56,171 +59,6 @@ impl Options {
     pub fn new(veil: impl Into<PathBuf>) -> Options {
         Options { veil: veil.into(), dir: None, named: None }
     }
-}
-
-/// Where labs keep their state: `VEIL_LAB_DIR`, else /run/veil-lab where it can be written
-/// (root), else `$XDG_RUNTIME_DIR/veil-lab`, else /tmp/veil-lab-UID (UID outside any user
-/// namespace, so two users never share it).
-pub fn default_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("VEIL_LAB_DIR").filter(|d| !d.is_empty()) {
-        return d.into();
-    }
-    let run = Path::new("/run/veil-lab");
-    if std::fs::create_dir_all(run).is_ok() && writable(run) {
-        return run.into();
-    }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Path::new(&d).join("veil-lab");
-    }
-    std::env::temp_dir().join(format!("veil-lab-{}", outer_uid()))
-}
-
-fn writable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    // SAFETY: a NUL-terminated path alive for the call.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-}
-
-/// This process's uid as the initial user namespace knows it (through /proc/self/uid_map).
-fn outer_uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    for line in map.lines() {
-        let f: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-        if let [inside, outside, count] = f[..]
-            && uid >= inside
-            && uid - inside < count
-        {
-            return outside + (uid - inside);
-        }
-    }
-    uid
-}
-
-/// What another process needs to find, enter and tear down a lab (its state file).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
-    /// The lab's name.
-    pub name: String,
-    /// The owner's process id.
-    pub owner: u32,
-    /// The owner's start time (clock ticks after boot, from /proc), so that another process
-    /// that got the same id later is not taken for it.
-    #[serde(default)]
-    pub owner_start: u64,
-    /// The directory of the daemons' sockets.
-    pub socket_dir: PathBuf,
-    /// Whether that is not /var/run/wireguard (the daemons were given `VEIL_SOCKET_DIR`).
-    pub private_sockets: bool,
-    /// The nodes.
-    pub nodes: Vec<StateNode>,
-}
-
-/// A node in a [`State`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StateNode {
-    /// The node's name.
-    pub name: String,
-    /// A path that opens its namespace: /run/netns/NAME, or /proc/OWNER/fd/N.
-    pub netns: PathBuf,
-    /// Whether `netns` is a name under /run/netns to unmount on teardown.
-    pub named: bool,
-    /// The tunnel interface, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ifname: Option<String>,
-    /// The daemon's process id, once started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daemon: Option<u32>,
-}
-
-impl State {
-    /// Reads the state of lab `name` under `dir`.
-    pub fn load(dir: &Path, name: &str) -> Result<State, String> {
-        let path = dir.join(name).join("state.toml");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("lab {name} is not up ({}: {e})", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// The names of the labs that have state under `dir`.
-    pub fn list(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().join("state.toml").exists())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    fn save(&self, dir: &Path) -> Result<(), String> {
-        let text = toml::to_string(self).map_err(|e| e.to_string())?;
-        let tmp = dir.join("state.toml.new");
-        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, dir.join("state.toml")).map_err(|e| format!("{}: {e}", dir.display()))
-    }
-
-    /// Whether the owner process still runs.
-    pub fn owner_alive(&self) -> bool {
-        alive(self.owner) && start_time(self.owner) == Some(self.owner_start)
-    }
-
-    /// Tears down what the state names, for an owner that is gone: stops the daemons (SIGTERM,
-    /// then SIGKILL), removes sockets they left, the namespace names and the lab's directory.
-    pub fn teardown(&self, dir: &Path) {
-        let pids: Vec<u32> = self.nodes.iter().filter_map(|n| n.daemon).collect();
-        for &pid in &pids {
-            signal(pid, libc::SIGTERM);
-        }
-        let until = Instant::now() + STOP_GRACE;
-        while pids.iter().any(|&p| alive(p)) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for &pid in pids.iter().filter(|&&p| alive(p)) {
-            signal(pid, libc::SIGKILL);
-        }
-        for n in &self.nodes {
-            if let Some(ifname) = &n.ifname {
-                remove_stale_socket(&self.socket_dir.join(format!("{ifname}.sock")));
-            }
-            if n.named {
-                let _ = netns::unmount_name(&n.netns);
-            }
-        }
-        let _ = std::fs::remove_dir_all(dir.join(&self.name));
-    }
-}
-
-/// Removes a socket file that a stopped daemon left behind, but not one that answers: that is
-/// another daemon's (one that already served the name, so ours could not start).
-fn remove_stale_socket(path: &Path) {
-    if path.exists() && UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-/// When process `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (in parentheses, which may hold anything): state is 3rd.
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether process `pid` runs (a zombie, dead but not yet reaped, does not).
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // The state follows the command name, which is in parentheses and may contain anything.
-    pid != 0 && stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: sending a signal to a process id; no memory is involved.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// One node of a running lab.
@@ -667,45 +505,6 @@ impl Drop for Lab {
     }
 }
 
-/// Starts `veil lab guard STATE` with the read end of a pipe as its standard input; the write
-/// end, returned, lives as long as the lab in this process only.
-fn spawn_guard(veil: &Path, state: &Path) -> Result<(Child, OwnedFd), String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two descriptors into the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just made by pipe2 and belong to nothing else.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let child = Command::new(veil)
-        .args(["lab", "guard"])
-        .arg(state)
-        .stdin(Stdio::from(rd))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start the lab's guard ({} lab guard): {e}", veil.display()))?;
-    Ok((child, wr))
-}
-
-/// `veil lab guard STATE`: waits until standard input ends (the owner is gone, one way or
-/// another), then tears down what `STATE` still names.
-pub fn guard(state: &Path) -> Result<(), String> {
-    for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
-        // SAFETY: ignoring a signal installs no handler code.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
-    }
-    let mut sink = [0u8; 64];
-    let mut stdin = std::io::stdin().lock();
-    while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
-    let Ok(text) = std::fs::read_to_string(state) else { return Ok(()) };
-    let s: State = toml::from_str(&text).map_err(|e| e.to_string())?;
-    let root = state.parent().and_then(Path::parent).ok_or("bad state path")?;
-    s.teardown(root);
-    Ok(())
-}
-
 /// Connects to a daemon's socket as soon as it accepts (polled every 200 us).
 fn connect(path: &Path, child: &mut Child, log: &Path) -> Result<UnixStream, String> {
     let until = Instant::now() + START_LIMIT;
@@ -754,91 +553,4 @@ pub fn summary(lab: &Lab) -> String {
         out += &format!("{:<12} netns {ns}{tunnel}  links: {}\n", n.name(), veths.join(", "));
     }
     out
-}
-
-/// Runs `argv` inside node `node` of the lab described by `state` (for `veil lab exec`): joins
-/// its network namespace, then, best effort, a mount namespace of its own with /sys showing the
-/// node's interfaces and, for private sockets, the lab's socket directory on /var/run/wireguard
-/// (so `wg` finds the node's daemon). Returns only on an error.
-pub fn exec(state: &State, node: &str, argv: &[String]) -> String {
-    let Some(n) = state.nodes.iter().find(|n| n.name == node) else {
-        let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
-        return format!("lab {} has no node {node:?} (it has {})", state.name, names.join(", "));
-    };
-    let Some(program) = argv.first() else { return "no command given after `--`".into() };
-    let ns = match File::open(&n.netns) {
-        Ok(f) => f,
-        Err(e) => return format!("{}: {e}", n.netns.display()),
-    };
-    if let Err(e) = netns::enter(ns.as_raw_fd()) {
-        return format!("cannot enter {}'s namespace: {e}", n.name);
-    }
-    private_mounts(state);
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..]);
-    if state.private_sockets {
-        cmd.env("VEIL_SOCKET_DIR", &state.socket_dir);
-    }
-    format!("{program}: {}", cmd.exec())
-}
-
-/// A mount namespace for `exec`'s command: sysfs of its network namespace on /sys, and the
-/// lab's sockets where `wg` looks. Best effort: without them only `/sys/class/net` and `wg` are
-/// wrong.
-fn private_mounts(state: &State) {
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    // SAFETY: unshare and mount take NUL-terminated strings alive for each call; they change
-    // this process's mounts only.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return;
-        }
-        let root = c("/");
-        libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null());
-        let sys = c("/sys");
-        libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
-        let sysfs = c("sysfs");
-        libc::mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null());
-        if state.private_sockets
-            && let Some(dir) = state.socket_dir.to_str()
-        {
-            let (src, dst) = (c(dir), c(crate::control::daemon::SOCKET_DIR));
-            libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null());
-        }
-    }
-}
-
-/// For `veil lab down`: finds lab `name` under `dir` and takes it down: asks a live owner to do
-/// it (SIGTERM) and waits, or tears it down itself when the owner is gone.
-pub fn down_by_name(dir: &Path, name: &str) -> Result<(), String> {
-    let state = State::load(dir, name)?;
-    if state.owner_alive() && state.owner != std::process::id() {
-        signal(state.owner, libc::SIGTERM);
-        let until = Instant::now() + Duration::from_secs(15);
-        while dir.join(name).join("state.toml").exists() {
-            if Instant::now() > until {
-                return Err(format!("the owner of lab {name} (pid {}) did not take it down", state.owner));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        return Ok(());
-    }
-    state.teardown(dir);
-    Ok(())
-}
-
-/// Which lab a command means: `lab` (a topology file, or a lab's name), or the only lab up.
-pub fn resolve(dir: &Path, lab: Option<&str>) -> Result<String, String> {
-    match lab {
-        Some(l) if Path::new(l).is_file() => Ok(Topology::from_file(Path::new(l))?.name().to_string()),
-        Some(l) => Ok(l.to_string()),
-        None => {
-            let labs = State::list(dir);
-            match labs.as_slice() {
-                [one] => Ok(one.clone()),
-                [] => Err(format!("no lab is up (under {})", dir.display())),
-                many => Err(format!("several labs are up ({}): say which with --lab", many.join(", "))),
-            }
-        }
-    }
 }
