@@ -170,15 +170,15 @@ fn roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows(
     if !require_root("roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows") {
         return;
     }
-    let (na, nb) = (Netns::new("rma"), Netns::new("rmb"));
-    let (_, vb) = link(&na, &nb, &["10.82.0.1/24"], &["10.82.0.2/24"]);
-    let a = endpoint(&na, Impl::Veil, &["10.77.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.77.0.2/24"], "");
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
     // A has no endpoint for B: it learns it from B's packets.
-    a.add_peer(&na, &b, "10.77.0.2/32", None, None);
-    b.add_peer(&nb, &a, "10.77.0.1/32", Some("10.82.0.1:51820"), None);
+    let p = lab_pair(PairSpec {
+        tag: "rm",
+        underlay: ["10.82.0.1/24", "10.82.0.2/24"],
+        tunnel: [&["10.77.0.1/24"], &["10.77.0.2/24"]],
+        dialer: Some("b"),
+        ..PairSpec::default()
+    });
+    let (na, nb, a, b, vb) = (&p.na, &p.nb, &p.a, &p.b, &p.veth_b);
 
     assert!(nb.ping_until("10.77.0.1", Duration::from_secs(10)), "b -> a before roaming");
     let learned = wait_until(Duration::from_secs(5), || {
@@ -190,14 +190,14 @@ fn roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows(
     // counted from its line-buffered output.
     let log = TempFile::new("");
     let cmd = format!("stdbuf -oL ping -c 300 -i 0.1 -W 1 10.77.0.1 >{}", log.path());
-    let mut stream = Proc::spawn(&nb, &cmd, "ping stream");
+    let mut stream = Proc::spawn(nb, &cmd, "ping stream");
     let replies = || std::fs::read_to_string(log.path()).unwrap_or_default().matches("bytes from").count();
     assert!(wait_until(Duration::from_secs(10), || replies() >= 3), "the ping stream got no replies before roaming");
 
     // B roams: new underlay address, new listen port.
     nb.sh(&format!("ip addr del 10.82.0.2/24 dev {vb}"));
     nb.sh(&format!("ip addr add 10.82.0.3/24 dev {vb}"));
-    b.listen(&nb, 51831);
+    b.listen(nb, 51831);
     assert!(stream.running(), "the ping stream ended before the roam was complete");
     let at_roam = replies();
 
@@ -209,8 +209,8 @@ fn roaming_peer_changes_address_and_port_mid_traffic_and_the_other_side_follows(
         endpoints(&a.ifname).get(&b.keys.public).map(String::as_str) == Some("10.82.0.3:51831")
     });
     assert!(followed, "a's endpoint for b did not follow to 10.82.0.3:51831: {:?}", endpoints(&a.ifname));
-    assert!(ping_all(&nb, "10.77.0.1", 3, 56), "b -> a after roaming");
-    assert!(ping_all(&na, "10.77.0.2", 3, 56), "a -> b after roaming");
+    assert!(ping_all(nb, "10.77.0.1", 3, 56), "b -> a after roaming");
+    assert!(ping_all(na, "10.77.0.2", 3, 56), "a -> b after roaming");
     assert!(stream.terminate(Duration::from_secs(5)), "the ping stream did not stop");
 }
 

@@ -252,8 +252,9 @@ pub struct LabPair {
     pub nb: Netns,
     pub a: LabTunnel,
     pub b: LabTunnel,
-    /// The veth end in `na`.
+    /// The veth ends in `na` and `nb`.
     pub veth_a: String,
+    pub veth_b: String,
     pub lab: Lab,
 }
 
@@ -373,6 +374,7 @@ pub fn lab_pair(spec: PairSpec) -> LabPair {
         a: LabTunnel::of(&lab, "a"),
         b: LabTunnel::of(&lab, "b"),
         veth_a: lab.node("a").veth_to("b").unwrap().0.to_string(),
+        veth_b: lab.node("b").veth_to("a").unwrap().0.to_string(),
         lab,
     }
 }
