@@ -204,7 +204,9 @@ impl Lab {
         self.guard = Some(spawn_guard(&options.veil, &dir.join("state.toml"))?);
 
         // Namespaces, named where possible.
-        let fds = netns::create(plan.nodes.len()).map_err(|e| format!("cannot create network namespaces: {e}"))?;
+        let fds = netns::create(plan.nodes.len()).map_err(|e| {
+            format!("cannot create network namespaces: {e} (run as root, or without root inside `unshare -Urn`)")
+        })?;
         let mut named = options.named != Some(false);
         for (n, fd) in plan.nodes.iter().zip(fds) {
             let mut ns_name = None;
