@@ -8,7 +8,8 @@ use veil::control::completion;
 
 /// veil: a user-space WireGuard tunnel.
 ///
-/// With an interface name, runs the tunnel daemon for it (as `wireguard-go IFNAME` does):
+/// With an interface name, runs the tunnel daemon for it (as `wireguard-go IFNAME` does; by exec
+/// of `veil-daemon` from the same directory where it is there):
 /// creates the TUN device and /var/run/wireguard/IFNAME.sock, goes to the background and serves
 /// `wg` requests. The subcommands below do everything else.
 #[derive(Parser)]
@@ -219,6 +220,31 @@ fn lab_detach(file: &std::path::Path) -> Result<(), String> {
     Err(format!("the lab did not come up ({status})"))
 }
 
+/// Replaces this process with `veil-daemon` from this program's directory, which serves the
+/// interface with less resident memory (src/daemon_main.rs says why). Returns only where there
+/// is no such program or it cannot be executed.
+fn exec_daemon(ifname: &str, foreground: bool, user: Option<&str>, metrics_listen: Option<&str>) {
+    use std::os::unix::process::CommandExt;
+    let Some(daemon) = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("veil-daemon"))) else {
+        return;
+    };
+    if !daemon.is_file() {
+        return;
+    }
+    let mut cmd = std::process::Command::new(&daemon);
+    if foreground {
+        cmd.arg("--foreground");
+    }
+    if let Some(user) = user {
+        cmd.args(["--user", user]);
+    }
+    if let Some(addr) = metrics_listen {
+        cmd.args(["--metrics-listen", addr]);
+    }
+    let err = cmd.arg(ifname).exec();
+    eprintln!("veil: cannot run {} ({err}); serving {ifname} from veil itself", daemon.display());
+}
+
 fn report(what: &str, r: Result<(), String>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -299,6 +325,8 @@ fn main() -> ExitCode {
                 .map(|pages| pages.iter().for_each(|p| println!("{}", p.display()))),
         ),
         (None, Some(ifname)) => {
+            exec_daemon(&ifname, cli.foreground, cli.user.as_deref(), cli.metrics_listen.as_deref());
+            // No veil-daemon next to this program (or it would not start): run it here.
             let options = veil::control::daemon::Options {
                 foreground: cli.foreground,
                 user: cli.user,

@@ -34,7 +34,7 @@ fn leftovers(name: &str, ifnames: &[String]) -> Vec<String> {
         if Path::new(&sock).exists() {
             left.push(sock);
         }
-        if sh_out(&format!("pgrep -f 'veil -f {i}$'")).status.success() {
+        if sh_out(&format!("pgrep -f 'veil(-daemon)? (-f|--foreground) {i}$'")).status.success() {
             left.push(format!("daemon of {i}"));
         }
     }
