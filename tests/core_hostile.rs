@@ -115,6 +115,48 @@ fn under_load_a_missing_or_wrong_mac2_gets_a_cookie_reply_and_the_cookie_then_wo
     assert!(matches!(p.b.iface.receive(src, &mut ok, p.now, true, &mut p.b.out), Ok(Received::Initiation(_))));
 }
 
+/// B under load: A's initiation gets a cookie reply, and A's next initiation carries mac2.
+fn initiation_with_mac2(p: &mut Pair) -> Vec<u8> {
+    let src = p.a.addr;
+    let init = initiation_from_a(p);
+    assert_eq!(refused_by_b(p, src, init, true), ReceiveError::CookieRequired);
+    let (_, mut reply) = p.b.out.sent.pop().expect("a cookie reply");
+    assert!(matches!(
+        p.a.iface.receive(p.b.addr, &mut reply, p.now, false, &mut p.a.out),
+        Ok(Received::CookieReply(_))
+    ));
+    p.now += Duration::from_secs(5);
+    let init = initiation_from_a(p);
+    assert_ne!(&init[132..148], &[0u8; 16], "mac2 is set");
+    init
+}
+
+#[test]
+fn under_load_a_source_with_a_valid_mac2_gets_a_burst_of_five_then_twenty_per_second() {
+    let mut p = Pair::default();
+    let src = p.a.addr;
+    let init = initiation_with_mac2(&mut p);
+    // The first is answered; copies of it cost the source a token each before the replay
+    // check refuses them (the limiter runs before any public-key work).
+    assert!(matches!(
+        p.b.iface.receive(src, &mut init.clone(), p.now, true, &mut p.b.out),
+        Ok(Received::Initiation(_))
+    ));
+    p.b.out.sent.clear();
+    for _ in 0..4 {
+        assert_eq!(refused_by_b(&mut p, src, init.clone(), true), ReceiveError::StaleTimestamp);
+    }
+    // The sixth within the burst is dropped unanswered, and changes nothing.
+    assert_eq!(refused_by_b(&mut p, src, init.clone(), true), ReceiveError::RateLimited);
+    assert!(p.b.out.sent.is_empty(), "no cookie reply to a rate-limited message");
+    // Not under load, the limiter is not consulted.
+    assert_eq!(refused_by_b(&mut p, src, init.clone(), false), ReceiveError::StaleTimestamp);
+    // 50 ms later one token is back.
+    p.now += Duration::from_millis(50);
+    assert_eq!(refused_by_b(&mut p, src, init.clone(), true), ReceiveError::StaleTimestamp);
+    assert_eq!(refused_by_b(&mut p, src, init, true), ReceiveError::RateLimited);
+}
+
 #[test]
 fn wrong_psk_fails_the_response_and_keeps_the_initiators_handshake() {
     let mut p = Pair::new(Config::default(), Config::default(), Some([1; 32]));

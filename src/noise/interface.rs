@@ -26,6 +26,7 @@ use super::ip;
 use super::keys::{PresharedKey, PublicKey, StaticSecret};
 use super::messages::{self, INITIATION_LEN, Message, RESPONSE_LEN};
 use super::peer::{Context, Peer, PeerId, PeerStats, ReceivedData, SealPlan, SendOutcome};
+use super::ratelimit::RateLimiter;
 use super::resolver::StaticStaticTable;
 use super::schedule::Schedule;
 use super::tai64n::WallClock;
@@ -73,6 +74,7 @@ pub struct Interface {
     rng: ChaCha20Rng,
     table: Arc<StaticStaticTable>,
     checker: CookieChecker,
+    limiter: RateLimiter,
     indices: IndexTable,
     schedule: Schedule,
     peers: BTreeMap<PeerId, Peer>,
@@ -109,6 +111,7 @@ impl Interface {
         Interface {
             table: Arc::new(StaticStaticTable::new(secret.as_bytes())),
             checker: CookieChecker::new(&public, config.cookie_secret_lifetime),
+            limiter: RateLimiter::default(),
             secret,
             public,
             config,
@@ -391,6 +394,10 @@ impl Interface {
         out: &mut dyn Output,
     ) -> Result<(), ReceiveError> {
         match self.checker.check(msg, &src, now, under_load, &mut self.rng) {
+            // Under load, a valid mac2 proves the source address but not good faith: each
+            // source gets 20 messages a second before any public-key work (kernel cookie.c
+            // `wg_cookie_validate_packet` then ratelimiter.c; paper section 5.3).
+            MacCheck::Ok if under_load && !self.limiter.allow(src.ip(), now) => Err(ReceiveError::RateLimited),
             MacCheck::Ok => Ok(()),
             MacCheck::BadMac1 => Err(ReceiveError::BadMac1),
             MacCheck::BadMac2 => {
@@ -403,7 +410,8 @@ impl Interface {
     }
 
     /// First step of handling a handshake message (types 1-3) from `src`: parses it, checks
-    /// mac1 (and, `under_load`, mac2: without a valid one a cookie reply goes to `out`), and
+    /// mac1 (and, `under_load`, mac2: without a valid one a cookie reply goes to `out`; with
+    /// one, the source's rate limit, see [`super::ratelimit`]), and
     /// takes a cookie reply in. What needs public-key operations comes back as
     /// [`Step::Work`]: [run](HandshakeWork::run) it, without this interface's lock if there is
     /// one, and give it back to [`Interface::resume`]. [`Interface::receive`] does all of this

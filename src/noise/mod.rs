@@ -16,6 +16,7 @@ pub mod ip;
 pub mod keys;
 pub mod messages;
 pub mod peer;
+pub mod ratelimit;
 pub mod replay;
 pub mod resolver;
 mod schedule;
@@ -66,6 +67,9 @@ pub enum ReceiveError {
     BadMac1,
     /// Under load and mac2 missing or wrong: a cookie reply was sent instead.
     CookieRequired,
+    /// Under load, mac2 valid, but its source (IPv4 address, IPv6 /64) sent more than 20
+    /// handshake messages a second (burst 5): dropped without an answer.
+    RateLimited,
     /// The initiation decrypted but names a static key that is not one of our peers.
     UnknownPeer,
     /// No handshake or session of ours has this receiver index.
@@ -89,6 +93,7 @@ impl std::fmt::Display for ReceiveError {
             ReceiveError::Parse(e) => write!(f, "malformed message: {e}"),
             ReceiveError::BadMac1 => f.write_str("handshake message with a wrong mac1"),
             ReceiveError::CookieRequired => f.write_str("under load: mac2 missing or wrong, cookie reply sent"),
+            ReceiveError::RateLimited => f.write_str("under load: over the source's handshake rate limit"),
             ReceiveError::UnknownPeer => f.write_str("initiation from an unknown public key"),
             ReceiveError::UnknownIndex(i) => write!(f, "no handshake or session with index {i:#010x}"),
             ReceiveError::Handshake(e) => write!(f, "{e}"),
