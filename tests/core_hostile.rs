@@ -158,6 +158,64 @@ fn under_load_a_source_with_a_valid_mac2_gets_a_burst_of_five_then_twenty_per_se
 }
 
 #[test]
+fn under_load_the_initiator_resends_at_once_with_mac2_instead_of_after_rekey_timeout() {
+    let mut p = Pair::default();
+    p.b_under_load = true;
+    p.a.iface.initiate(p.a.peer, p.now, &mut p.a.out).unwrap();
+    p.pump();
+    // A: initiation without mac2; B: cookie reply; A: a fresh initiation with mac2 at once;
+    // B: response; A: keepalive. All at the same virtual instant (a zero-latency wire), that
+    // is one round trip after the cookie reply, not REKEY_TIMEOUT (5 s) later.
+    let kinds = |log: &[(Duration, Vec<u8>)]| log.iter().map(|(at, d)| (*at, d[0])).collect::<Vec<_>>();
+    let zero = Duration::ZERO;
+    assert_eq!(kinds(&p.a.wire_log), [(zero, 1), (zero, 1), (zero, 4)]);
+    assert_eq!(kinds(&p.b.wire_log), [(zero, 3), (zero, 2)]);
+    let (first, second) = (&p.a.wire_log[0].1, &p.a.wire_log[1].1);
+    assert_eq!(&first[132..148], &[0u8; 16], "no cookie yet: no mac2");
+    assert_ne!(&second[132..148], &[0u8; 16], "mac2 from the cookie");
+    assert_ne!(&first[4..8], &second[4..8], "a fresh initiation: new sender index");
+    assert_ne!(&first[8..40], &second[8..40], "a fresh initiation: new ephemeral");
+    assert_ne!(&first[76..104], &second[76..104], "a fresh initiation: new encrypted timestamp");
+    assert_eq!(p.a.iface.stats(p.a.peer).unwrap().handshakes_completed, 1);
+    assert_eq!(p.b.iface.stats(p.b.peer).unwrap().handshakes_completed, 1);
+    assert!(p.a.log.contains(&Ok(Received::CookieReply(p.a.peer))));
+}
+
+#[test]
+fn no_second_resend_for_a_replayed_cookie_reply_or_one_that_answers_an_initiation_with_mac2() {
+    let mut p = Pair::default();
+    let init = initiation_from_a(&mut p);
+    // B sees A at another address (say a NAT rebinding), so the cookie is for that address.
+    let elsewhere: SocketAddr = "10.0.0.99:1000".parse().unwrap();
+    assert_eq!(refused_by_b(&mut p, elsewhere, init, true), ReceiveError::CookieRequired);
+    let (_, reply) = p.b.out.sent.pop().unwrap();
+    assert!(matches!(
+        p.a.iface.receive(p.b.addr, &mut reply.clone(), p.now, false, &mut p.a.out),
+        Ok(Received::CookieReply(_))
+    ));
+    let (to, resent) = p.a.out.sent.pop().expect("re-sent at once");
+    assert!(p.a.out.sent.is_empty(), "exactly one re-send");
+    assert_eq!(to, p.b.addr, "to the peer's endpoint, never to where the cookie came from");
+    assert_ne!(&resent[132..148], &[0u8; 16]);
+    // The same cookie reply again names an initiation that is gone: refused, nothing sent.
+    let receiver = u32::from_le_bytes(reply[4..8].try_into().unwrap());
+    assert_eq!(refused_by_a(&mut p, reply), ReceiveError::UnknownIndex(receiver));
+    assert!(p.a.out.sent.is_empty());
+    // B answers the re-send (mac2 for the wrong address) with a cookie again: A takes the
+    // cookie but sends nothing until its retry timer, REKEY_TIMEOUT (plus jitter) later.
+    let src = p.a.addr;
+    assert_eq!(refused_by_b(&mut p, src, resent, true), ReceiveError::CookieRequired);
+    let (_, mut reply) = p.b.out.sent.pop().unwrap();
+    assert!(matches!(
+        p.a.iface.receive(p.b.addr, &mut reply, p.now, false, &mut p.a.out),
+        Ok(Received::CookieReply(_))
+    ));
+    assert!(p.a.out.sent.is_empty(), "no re-send for an initiation that carried mac2");
+    let next = p.a.iface.next_deadline().expect("the retry timer");
+    assert!(next - p.now >= veil::noise::config::REKEY_TIMEOUT);
+}
+
+#[test]
 fn wrong_psk_fails_the_response_and_keeps_the_initiators_handshake() {
     let mut p = Pair::new(Config::default(), Config::default(), Some([1; 32]));
     p.b.iface.set_psk(p.b.peer, Some(veil::noise::PresharedKey::from_bytes([2; 32]))).unwrap();

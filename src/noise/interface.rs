@@ -432,10 +432,13 @@ impl Interface {
                 let Some(id) = self.indices.peer(reply.receiver()) else {
                     return done(ReceiveError::UnknownIndex(reply.receiver()));
                 };
-                match self.peers.get_mut(&id) {
-                    Some(peer) => Step::Done(peer.accept_cookie(&reply, now)),
-                    None => done(ReceiveError::UnknownIndex(reply.receiver())),
-                }
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return done(ReceiveError::UnknownIndex(reply.receiver()));
+                };
+                let mut ctx = context!(self);
+                let r = peer.accept_cookie(&reply, &mut ctx, now, out);
+                self.arm(id);
+                Step::Done(r)
             }
             Ok(Message::Initiation(init)) => {
                 if let Err(e) = self.check_macs(init.bytes(), init.sender(), src, now, under_load, out) {

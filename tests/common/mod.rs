@@ -43,6 +43,8 @@ pub struct Pair {
     /// When false, datagrams from that side are dropped on the wire.
     pub a_to_b: bool,
     pub b_to_a: bool,
+    /// B handles handshake messages as a responder under load (cookies, rate limit).
+    pub b_under_load: bool,
 }
 
 pub fn secret(byte: u8) -> StaticSecret {
@@ -68,7 +70,15 @@ impl Pair {
         }
         let side =
             |iface, addr, peer| Side { iface, addr, peer, out: Capture::default(), log: vec![], wire_log: vec![] };
-        Pair { a: side(a, addr_a, pb), b: side(b, addr_b, pa), t0, now: t0, a_to_b: true, b_to_a: true }
+        Pair {
+            a: side(a, addr_a, pb),
+            b: side(b, addr_b, pa),
+            t0,
+            now: t0,
+            a_to_b: true,
+            b_to_a: true,
+            b_under_load: false,
+        }
     }
 
     pub fn default() -> Pair {
@@ -96,7 +106,7 @@ impl Pair {
                 }
                 assert_eq!(to, self.b.addr, "A sent to an address that is not B's");
                 carried += 1;
-                let r = self.b.iface.receive(self.a.addr, &mut d, self.now, false, &mut self.b.out);
+                let r = self.b.iface.receive(self.a.addr, &mut d, self.now, self.b_under_load, &mut self.b.out);
                 self.b.log.push(r);
             }
             for (to, mut d) in from_b {

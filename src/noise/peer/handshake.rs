@@ -32,6 +32,16 @@ impl Peer {
             }
             self.handshake_attempts = 0;
         }
+        if self.endpoint.is_none() {
+            return;
+        }
+        self.handshake_attempts += 1;
+        self.start_initiation(ctx, now, out);
+    }
+
+    /// A fresh initiation (new index, ephemeral and timestamp, as every retry in the kernel's
+    /// `wg_packet_send_handshake_initiation`), written in place or left as work.
+    fn start_initiation(&mut self, ctx: &mut Context<'_>, now: Instant, out: &mut dyn Output) {
         let Some(endpoint) = self.endpoint else { return };
         if let Some(old) = self.pending.take() {
             ctx.indices.remove(old.sender_index);
@@ -43,7 +53,6 @@ impl Peer {
         let seed = ctx.seed();
         let timestamp = ctx.clock.timestamp(now);
         self.initiating = Some(index);
-        self.handshake_attempts += 1;
         self.last_initiation_sent = Some(now);
         let jitter = ctx.jitter();
         self.timers.handshake_initiated(now, ctx.config, jitter);
@@ -89,6 +98,7 @@ impl Peer {
             return;
         };
         self.pending = Some(pending);
+        self.pending_had_mac2 = self.cookie.has_fresh_cookie(now);
         self.cookie.stamp(&mut msg, now);
         self.stats.handshakes_initiated += 1;
         self.send_datagram(endpoint, &msg, out);
@@ -228,9 +238,27 @@ impl Peer {
         Ok(Received::Response(self.id))
     }
 
-    pub(crate) fn accept_cookie(&mut self, reply: &CookieReply<'_>, now: Instant) -> Result<Received, ReceiveError> {
+    /// Takes the cookie of a reply to our last handshake message (paper section 5.4.7). When it
+    /// answers our outstanding initiation and that initiation had no mac2 (we held no cookie),
+    /// a fresh initiation with mac2 goes out at once instead of at the retry timer, REKEY_TIMEOUT
+    /// later (no other implementation does this; why it is safe: docs/architecture.md,
+    /// "Floods"). At most one per initiation sent without mac2, so at most one per cookie reply:
+    /// the re-sent initiation carries mac2, and the reply no longer names it (new index) nor
+    /// decrypts against its mac1. It does not count as a retry, so REKEY_ATTEMPT_TIME is
+    /// unchanged.
+    pub(crate) fn accept_cookie(
+        &mut self,
+        reply: &CookieReply<'_>,
+        ctx: &mut Context<'_>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<Received, ReceiveError> {
         self.cookie.consume(reply, now).map_err(ReceiveError::Cookie)?;
         self.stats.cookies_received += 1;
+        let answers_our_initiation = self.pending.as_ref().is_some_and(|p| p.sender_index == reply.receiver());
+        if answers_our_initiation && !self.pending_had_mac2 {
+            self.start_initiation(ctx, now, out);
+        }
         Ok(Received::CookieReply(self.id))
     }
 }

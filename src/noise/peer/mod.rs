@@ -120,6 +120,8 @@ pub struct Peer {
     endpoint: Option<SocketAddr>,
     cookie: CookieState,
     pending: Option<PendingInitiation>,
+    /// Whether the initiation in `pending` carried a mac2 (we held a fresh cookie).
+    pending_had_mac2: bool,
     /// The index of an initiation of ours whose message is being written elsewhere.
     initiating: Option<u32>,
     last_initiation_sent: Option<Instant>,
@@ -144,6 +146,7 @@ impl Peer {
             endpoint: None,
             cookie: CookieState::new(&public, config.cookie_secret_lifetime),
             pending: None,
+            pending_had_mac2: false,
             initiating: None,
             last_initiation_sent: None,
             handshake_attempts: 0,
