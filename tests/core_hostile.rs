@@ -10,7 +10,7 @@ use veil::noise::cookie::CookieError;
 use veil::noise::handshake::HandshakeError;
 use veil::noise::messages::ParseError;
 use veil::noise::session::SessionError;
-use veil::noise::{Config, Interface, ReceiveError, Received, WallClock};
+use veil::noise::{Config, Interface, ReceiveError, Received, Step, WallClock};
 
 /// Everything observable about an interface's state towards its peer.
 fn fingerprint(side: &common::Side) -> String {
@@ -213,6 +213,37 @@ fn no_second_resend_for_a_replayed_cookie_reply_or_one_that_answers_an_initiatio
     assert!(p.a.out.sent.is_empty(), "no re-send for an initiation that carried mac2");
     let next = p.a.iface.next_deadline().expect("the retry timer");
     assert!(next - p.now >= veil::noise::config::REKEY_TIMEOUT);
+}
+
+#[test]
+fn the_gate_answers_a_flood_alone_and_what_passes_it_completes_without_a_second_check() {
+    // The engine's order: Gate::check without the interface's lock, then
+    // receive_checked_handshake for what passed.
+    let mut p = Pair::default();
+    let src = p.a.addr;
+    let gate = p.b.iface.gate();
+    let init = initiation_from_a(&mut p);
+    let before = fingerprint(&p.b);
+    assert_eq!(gate.lock().check(&init, src, p.now, true, &mut p.b.out), Err(ReceiveError::CookieRequired));
+    assert_eq!(fingerprint(&p.b), before, "the gate touches no interface state");
+    let (_, mut reply) = p.b.out.sent.pop().expect("a cookie reply");
+    assert!(matches!(
+        p.a.iface.receive(p.b.addr, &mut reply, p.now, false, &mut p.a.out),
+        Ok(Received::CookieReply(_))
+    ));
+    let (_, resent) = p.a.out.sent.pop().expect("re-sent at once");
+    assert_eq!(gate.lock().check(&resent, src, p.now, true, &mut p.b.out), Ok(()));
+    let mut step = p.b.iface.receive_checked_handshake(src, &resent, p.now, &mut p.b.out);
+    let result = loop {
+        match step {
+            Step::Done(r) => break r,
+            Step::Work(mut w) => {
+                w.run();
+                step = p.b.iface.resume(w, p.now, &mut p.b.out);
+            }
+        }
+    };
+    assert!(matches!(result, Ok(Received::Initiation(_))));
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::device::{Reply, Shared};
-use crate::noise::{self, Interface, PeerId, Step};
+use crate::device::{Io, Reply, Shared};
+use crate::noise::{self, Interface, Output, PeerId, Step};
 
 /// Capacity of the handshake queue.
 pub const QUEUE: usize = 4096;
@@ -78,10 +78,14 @@ pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, dst: Option<IpAddr>, mes
     true
 }
 
-/// The handshake thread. Each message's public-key work runs without the core's lock
-/// ([`crate::noise::HandshakeWork`]): the lock is held only to check the message and to apply
-/// the result, a few microseconds each, so the data path never waits behind ~150 us of X25519.
+/// The handshake thread. Each message first passes the core's gate (mac1; under load, mac2 and
+/// the source's rate limit) under the gate's own lock, its cookie reply if any sent after it:
+/// a flood that fails these checks never takes the core's lock. What passes goes to the core,
+/// whose public-key work runs without the core's lock ([`crate::noise::HandshakeWork`]): the
+/// lock is held only to check the message against the peers and to apply the result, a few
+/// microseconds each, so the data path never waits behind ~150 us of X25519.
 pub(crate) fn run(shared: Arc<Shared>) {
+    let mut held = Held::default();
     while let Some((src, dst, datagram)) = shared.handshakes.pop() {
         if shared.stopping() {
             return;
@@ -90,9 +94,21 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let load = shared.under_load(now);
         // A cookie reply leaves from the address the message reached; nothing is learnt from it.
         let reply = |learn| dst.filter(|d| !d.is_unspecified()).map(|from| Reply { to: src, from, learn });
+        let checked = shared.gate.lock().check(&datagram, src, now, load, &mut held);
+        if !held.0.is_empty() {
+            let sockets = shared.sockets();
+            let mut io = Io { sockets: &sockets, shared: &shared, reply: reply(false) };
+            for (to, d) in held.0.drain(..) {
+                io.send(to, &d);
+            }
+        }
+        if let Err(e) = checked {
+            tracing::debug!("{src}: handshake message refused: {e}");
+            continue;
+        }
         let mut step = shared.with_core(|core, io| {
             io.reply = reply(false);
-            let step = core.iface.receive_handshake(src, &datagram, now, load, io);
+            let step = core.iface.receive_checked_handshake(src, &datagram, now, io);
             log_done(&core.iface, src, &step);
             step
         });
@@ -109,6 +125,19 @@ pub(crate) fn run(shared: Arc<Shared>) {
             });
         }
     }
+}
+
+/// The gate's cookie replies, held until its lock is released.
+#[derive(Default)]
+struct Held(Vec<(SocketAddr, Vec<u8>)>);
+
+impl noise::Output for Held {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.0.push((to, datagram.to_vec()));
+    }
+
+    /// The gate never delivers packets.
+    fn deliver(&mut self, _: PeerId, _: &[u8]) {}
 }
 
 fn log_done(iface: &Interface, src: SocketAddr, step: &Step) {

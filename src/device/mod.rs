@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore};
 
 use crate::datapath;
-use crate::noise::{Config, IndexReader, Interface, Output, PeerId, StaticSecret, WallClock, ip};
+use crate::noise::{Config, GateHandle, IndexReader, Interface, Output, PeerId, StaticSecret, WallClock, ip};
 use crate::sys::link::LinkEvents;
 use crate::sys::tun::Tun;
 use crate::sys::udp::{Sockets, Source};
@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub readers: Mutex<Vec<JoinHandle<()>>>,
     /// Handshake messages waiting for the handshake thread.
     pub handshakes: datapath::handshake::Queue,
+    /// The core's handshake checks (mac1, mac2, rate limit), under a lock of their own.
+    pub gate: GateHandle,
     pub under_load_until: Mutex<Option<Instant>>,
     pub stop: AtomicBool,
     exit: Mutex<Option<ExitReason>>,
@@ -306,6 +308,7 @@ impl Device {
         // Our own initiations' X25519 work runs outside the core's lock (finish_initiations).
         iface.set_defer_work(true);
         let sessions = iface.index_reader();
+        let gate = iface.gate();
         let sockets = Arc::new(Sockets::bind(0, 0)?);
         let crypto = datapath::workers::Pool::start(datapath::workers::Pool::default_helpers())?;
         let tx = datapath::tx::Tx::new(crypto.clone());
@@ -319,6 +322,7 @@ impl Device {
             generation: AtomicU64::new(0),
             readers: Mutex::new(Vec::new()),
             handshakes: datapath::handshake::Queue::default(),
+            gate,
             under_load_until: Mutex::new(None),
             stop: AtomicBool::new(false),
             exit: Mutex::new(None),

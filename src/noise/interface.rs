@@ -18,7 +18,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use super::config::Config;
-use super::cookie::{CookieChecker, MacCheck};
+use super::gate::{Gate, GateHandle};
 use super::handshake::HandshakeError;
 use super::handshake_work::{HandshakeWork, InitiationWork, Work};
 use super::index::{IndexKind, IndexReader, IndexTable};
@@ -26,7 +26,6 @@ use super::ip;
 use super::keys::{PresharedKey, PublicKey, StaticSecret};
 use super::messages::{self, INITIATION_LEN, Message, RESPONSE_LEN};
 use super::peer::{Context, Peer, PeerId, PeerStats, ReceivedData, SealPlan, SendOutcome};
-use super::ratelimit::RateLimiter;
 use super::resolver::StaticStaticTable;
 use super::schedule::Schedule;
 use super::tai64n::WallClock;
@@ -73,8 +72,7 @@ pub struct Interface {
     clock: WallClock,
     rng: ChaCha20Rng,
     table: Arc<StaticStaticTable>,
-    checker: CookieChecker,
-    limiter: RateLimiter,
+    gate: GateHandle,
     indices: IndexTable,
     schedule: Schedule,
     peers: BTreeMap<PeerId, Peer>,
@@ -84,8 +82,6 @@ pub struct Interface {
     /// Initiations' public-key work is handed out (see [`Interface::set_defer_work`]).
     defer_work: bool,
     work: Vec<InitiationWork>,
-    /// Cookie replies sent (handshake messages refused under load for want of a valid mac2).
-    cookies_sent: u64,
 }
 
 macro_rules! context {
@@ -110,8 +106,11 @@ impl Interface {
         let public = secret.public_key();
         Interface {
             table: Arc::new(StaticStaticTable::new(secret.as_bytes())),
-            checker: CookieChecker::new(&public, config.cookie_secret_lifetime),
-            limiter: RateLimiter::default(),
+            gate: GateHandle(std::sync::Arc::new(std::sync::Mutex::new(Gate::new(
+                &public,
+                config.cookie_secret_lifetime,
+                super::crypto::hash(&[&b"veil gate"[..], &seed[..]]),
+            )))),
             secret,
             public,
             config,
@@ -125,7 +124,6 @@ impl Interface {
             buf: vec![0u8; 2048],
             defer_work: false,
             work: Vec::new(),
-            cookies_sent: 0,
         }
     }
 
@@ -135,7 +133,7 @@ impl Interface {
 
     /// Cookie replies sent since the interface was made.
     pub fn cookies_sent(&self) -> u64 {
-        self.cookies_sent
+        self.gate.lock().cookies_sent()
     }
 
     pub fn private_key(&self) -> &StaticSecret {
@@ -168,7 +166,7 @@ impl Interface {
             table.insert(key.as_bytes());
         }
         self.table = Arc::new(table);
-        self.checker = CookieChecker::new(&public, self.config.cookie_secret_lifetime);
+        self.gate.lock().set_public(&public, self.config.cookie_secret_lifetime);
         self.secret = secret;
         self.public = public;
         for peer in self.peers.values_mut() {
@@ -384,29 +382,39 @@ impl Interface {
         }
     }
 
+    /// The gate's checks, unless `under_load` is `None` (the caller ran them already).
     fn check_macs(
         &mut self,
         msg: &[u8],
         sender: u32,
         src: SocketAddr,
         now: Instant,
-        under_load: bool,
+        under_load: Option<bool>,
         out: &mut dyn Output,
     ) -> Result<(), ReceiveError> {
-        match self.checker.check(msg, &src, now, under_load, &mut self.rng) {
-            // Under load, a valid mac2 proves the source address but not good faith: each
-            // source gets 20 messages a second before any public-key work (kernel cookie.c
-            // `wg_cookie_validate_packet` then ratelimiter.c; paper section 5.3).
-            MacCheck::Ok if under_load && !self.limiter.allow(src.ip(), now) => Err(ReceiveError::RateLimited),
-            MacCheck::Ok => Ok(()),
-            MacCheck::BadMac1 => Err(ReceiveError::BadMac1),
-            MacCheck::BadMac2 => {
-                let reply = self.checker.reply(msg, sender, &src, now, &mut self.rng);
-                out.send(src, &reply);
-                self.cookies_sent += 1;
-                Err(ReceiveError::CookieRequired)
-            }
+        match under_load {
+            Some(load) => self.gate.lock().check_macs(msg, sender, src, now, load, out),
+            None => Ok(()),
         }
+    }
+
+    /// The checks every handshake message passes first ([`Gate`]), under a lock of their own:
+    /// an engine runs [`Gate::check`] for each message without this interface's lock and hands
+    /// only those that pass to [`Interface::receive_checked_handshake`].
+    pub fn gate(&self) -> GateHandle {
+        self.gate.clone()
+    }
+
+    /// [`Interface::receive_handshake`] for a datagram that passed [`Gate::check`] already (with
+    /// the same `under_load`): the same steps without the gate's checks.
+    pub fn receive_checked_handshake(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Step {
+        self.handshake_step(src, datagram, now, None, out)
     }
 
     /// First step of handling a handshake message (types 1-3) from `src`: parses it, checks
@@ -422,6 +430,17 @@ impl Interface {
         datagram: &[u8],
         now: Instant,
         under_load: bool,
+        out: &mut dyn Output,
+    ) -> Step {
+        self.handshake_step(src, datagram, now, Some(under_load), out)
+    }
+
+    fn handshake_step(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        under_load: Option<bool>,
         out: &mut dyn Output,
     ) -> Step {
         let done = |r| Step::Done(Err(r));

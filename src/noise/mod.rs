@@ -8,6 +8,7 @@ pub mod aead;
 pub mod config;
 pub mod cookie;
 pub mod crypto;
+pub mod gate;
 pub mod handshake;
 pub mod handshake_work;
 pub mod index;
@@ -28,6 +29,7 @@ mod wipe;
 use std::net::SocketAddr;
 
 pub use config::Config;
+pub use gate::{Gate, GateHandle};
 pub use handshake_work::{HandshakeWork, InitiationWork};
 pub use index::{IndexReader, Sessions};
 pub use interface::{Interface, PeerError, Step};
