@@ -14,6 +14,8 @@
 #            flood (">N s" when no reply came within the wait).
 #   loaded   the same iperf3 A -> B during the flood, and its ratio to base.
 #   rss      B's VmRSS right after, and its peak (VmHWM) over the whole run.
+#   rcvbuf   datagrams B's kernel dropped at its full UDP receive buffers (RcvbufErrors of B's
+#            namespace); the rest of the flood that B did not answer it dropped itself.
 # and prints the flooder's achieved rate. The machine's load average is printed too: compare
 # within one run. Everything runs in namespaces this script creates and removes.
 #
@@ -183,12 +185,16 @@ run_one() {
     rss="$(status_kib "${pid[b]}" VmRSS)"
     hwm="$(status_kib "${pid[b]}" VmHWM)"
     load="$(cut -d' ' -f1-3 /proc/loadavg)"
+    # What B's kernel dropped at its UDP receive buffers (the count is per namespace).
+    local rcvbuf
+    rcvbuf="$(ip netns exec "$nsb" awk '$1 == "Udp:" && !h {for (i = 1; i <= NF; i++) c[$i] = i; h = 1; next}
+        $1 == "Udp:" {print $c["RcvbufErrors"]}' /proc/net/snmp)"
     stop_pid "$fpid"
     ratio="$(python3 -c "
 try: print('%.2f' % ($loaded / $base))
 except Exception: print('-')")"
-    printf '%-13s base %s Gbit/s | flood: new handshake %s, tunnel %s Gbit/s (%s of base) | B RSS %s KiB, peak %s KiB | flooder: %s | load %s\n' \
-        "$impl" "$base" "$new" "$loaded" "$ratio" "$rss" "$hwm" "$(tail -n 1 "$WORK/flood.out")" "$load"
+    printf '%-13s base %s Gbit/s | flood: new handshake %s, tunnel %s Gbit/s (%s of base) | B RSS %s KiB, peak %s KiB | flooder: %s | B rcvbuf drops %s | load %s\n' \
+        "$impl" "$base" "$new" "$loaded" "$ratio" "$rss" "$hwm" "$(tail -n 1 "$WORK/flood.out")" "$rcvbuf" "$load"
     teardown
 }
 
