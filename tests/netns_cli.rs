@@ -103,7 +103,7 @@ fn veil_daemons(ns: &Netns, ifname: &str) -> Vec<u32> {
             let args: Vec<String> =
                 cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            exe.file_name().is_some_and(|n| n == "veil") && args.iter().any(|a| a == ifname)
+            exe.file_name().is_some_and(|n| n == "veil" || n == "veil-daemon") && args.iter().any(|a| a == ifname)
         })
         .collect()
 }

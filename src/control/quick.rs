@@ -224,7 +224,8 @@ fn port_user(port: u16) -> Option<String> {
     let args: Vec<String> =
         cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     // veil, wireguard-go, boringtun and gotatun all take the interface name last.
-    let tunnel = ["veil", "wireguard-go", "boringtun", "boringtun-cli", "gotatun"].contains(&name.as_str());
+    let tunnel =
+        ["veil", "veil-daemon", "wireguard-go", "boringtun", "boringtun-cli", "gotatun"].contains(&name.as_str());
     Some(match args.last().filter(|_| tunnel && args.len() > 1) {
         Some(iface) => format!("{name} (pid {pid}, interface {iface})"),
         None => format!("{name} (pid {pid})"),
