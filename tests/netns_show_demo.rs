@@ -403,19 +403,23 @@ fn drops_are_counted_by_reason() {
         nb.sh(&format!("bash -c \"printf '%b' '{escaped}' > /dev/udp/10.61.0.1/51820\""));
     };
     // The same message again: its counter was seen.
-    send(&data);
     // A counter not seen yet, under the same session: it fails authentication.
     let mut forged = data.clone();
     forged[8..16].copy_from_slice(&(u64::from_le_bytes(data[8..16].try_into().unwrap()) + 1_000_000).to_le_bytes());
-    send(&forged);
     // A receiver index that belongs to no session.
     let mut stray = data.clone();
     for b in &mut stray[4..8] {
         *b = !*b;
     }
-    send(&stray);
+    // UDP: sent again on every check until counted (each is refused the same way every time).
+    let send_all = || {
+        send(&data);
+        send(&forged);
+        send(&stray);
+    };
     let grew = |reason: &str, now: &serde_json::Value| now[reason].as_u64().unwrap() > before[reason].as_u64().unwrap();
     let counted = wait_until(Duration::from_secs(5), || {
+        send_all();
         let now = dropped(&a.ifname);
         ["replayed", "bad_authentication", "unknown_index"].iter().all(|r| grew(r, &now))
     });
