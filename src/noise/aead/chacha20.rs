@@ -93,6 +93,18 @@ macro_rules! transpose_4x4 {
     }};
 }
 
+/// `transpose_4x4!` of all four groups of word-vectors: `y[g][j]`.
+macro_rules! transpose_groups {
+    ($x:ident, $lo32:ident, $hi32:ident, $lo64:ident, $hi64:ident) => {
+        [
+            transpose_4x4!($x, 0, $lo32, $hi32, $lo64, $hi64),
+            transpose_4x4!($x, 1, $lo32, $hi32, $lo64, $hi64),
+            transpose_4x4!($x, 2, $lo32, $hi32, $lo64, $hi64),
+            transpose_4x4!($x, 3, $lo32, $hi32, $lo64, $hi64),
+        ]
+    };
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512ifma")]
 #[inline]
 fn blocks16(state: &State, counter: u32, between: &mut impl Between) -> [__m512i; 16] {
@@ -104,40 +116,13 @@ fn blocks16(state: &State, counter: u32, between: &mut impl Between) -> [__m512i
     x[12] = _mm512_add_epi32(_mm512_set1_epi32(counter as i32), lanes);
     // SAFETY: compiled with every feature `Between` may use.
     rounds!(x, _mm512_add_epi32, _mm512_xor_si512, _mm512_rol_epi32, unsafe { between.between() });
-    let y: [[__m512i; 4]; 4] = [
-        transpose_4x4!(
-            x,
-            0,
-            _mm512_unpacklo_epi32,
-            _mm512_unpackhi_epi32,
-            _mm512_unpacklo_epi64,
-            _mm512_unpackhi_epi64
-        ),
-        transpose_4x4!(
-            x,
-            1,
-            _mm512_unpacklo_epi32,
-            _mm512_unpackhi_epi32,
-            _mm512_unpacklo_epi64,
-            _mm512_unpackhi_epi64
-        ),
-        transpose_4x4!(
-            x,
-            2,
-            _mm512_unpacklo_epi32,
-            _mm512_unpackhi_epi32,
-            _mm512_unpacklo_epi64,
-            _mm512_unpackhi_epi64
-        ),
-        transpose_4x4!(
-            x,
-            3,
-            _mm512_unpacklo_epi32,
-            _mm512_unpackhi_epi32,
-            _mm512_unpacklo_epi64,
-            _mm512_unpackhi_epi64
-        ),
-    ];
+    let y: [[__m512i; 4]; 4] = transpose_groups!(
+        x,
+        _mm512_unpacklo_epi32,
+        _mm512_unpackhi_epi32,
+        _mm512_unpacklo_epi64,
+        _mm512_unpackhi_epi64
+    );
     let mut out = [_mm512_setzero_si512(); 16];
     for j in 0..4 {
         // Block 4L + j is lane L of y[0][j], y[1][j], y[2][j], y[3][j]: a 4x4 transpose of lanes.
@@ -164,40 +149,13 @@ fn blocks8(state: &State, counter: u32, between: &mut impl Between) -> [__m512i;
     x[12] = _mm256_add_epi32(_mm256_set1_epi32(counter as i32), lanes);
     // SAFETY: compiled with every feature `Between` may use.
     rounds!(x, _mm256_add_epi32, _mm256_xor_si256, _mm256_rol_epi32, unsafe { between.between() });
-    let y: [[__m256i; 4]; 4] = [
-        transpose_4x4!(
-            x,
-            0,
-            _mm256_unpacklo_epi32,
-            _mm256_unpackhi_epi32,
-            _mm256_unpacklo_epi64,
-            _mm256_unpackhi_epi64
-        ),
-        transpose_4x4!(
-            x,
-            1,
-            _mm256_unpacklo_epi32,
-            _mm256_unpackhi_epi32,
-            _mm256_unpacklo_epi64,
-            _mm256_unpackhi_epi64
-        ),
-        transpose_4x4!(
-            x,
-            2,
-            _mm256_unpacklo_epi32,
-            _mm256_unpackhi_epi32,
-            _mm256_unpacklo_epi64,
-            _mm256_unpackhi_epi64
-        ),
-        transpose_4x4!(
-            x,
-            3,
-            _mm256_unpacklo_epi32,
-            _mm256_unpackhi_epi32,
-            _mm256_unpacklo_epi64,
-            _mm256_unpackhi_epi64
-        ),
-    ];
+    let y: [[__m256i; 4]; 4] = transpose_groups!(
+        x,
+        _mm256_unpacklo_epi32,
+        _mm256_unpackhi_epi32,
+        _mm256_unpacklo_epi64,
+        _mm256_unpackhi_epi64
+    );
     let mut out = [_mm512_setzero_si512(); 8];
     for j in 0..4 {
         // Block j is the low lanes of y[0..4][j], block 4 + j their high lanes.
