@@ -20,10 +20,15 @@
 # within one run. Everything runs in namespaces this script creates and removes.
 #
 # Usage: sudo scripts/flood.sh [--only veil,wireguard-go] [--rate N] [--ports N] [--time S]
+#                              [--rounds N] [--variant LABEL=VAR=VALUE[,VAR=VALUE...]]...
 #   --only LIST  implementations (default veil,wireguard-go)
 #   --rate N     flood initiations per second (default 200000; 0 = as fast as it can)
 #   --ports N    flood source ports (default 256)
 #   --time S     iperf3 -t of each run (default 10)
+#   --rounds N   run every implementation N times, interleaved (default 1)
+#   --variant L=ENV  also run veil with environment ENV as the row "veil[L]", right after veil;
+#                repeatable. VEIL_BIN=PATH among them runs that build of veil instead (the
+#                directory must also hold its veil-daemon), to compare commits in one run
 # Needs root, iproute2, iperf3, ping, wg, python3, cargo (builds veil and the flood example in
 # release mode) and the Debian wireguard-go binary for that row.
 set -uo pipefail
@@ -37,6 +42,9 @@ RATE=200000
 PORTS=256
 DURATION=10
 WAIT_NEW=20
+ROUNDS=1
+VARIANTS=()
+declare -A VARIANT_ENV=()
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,6 +52,8 @@ while [ $# -gt 0 ]; do
         --rate) RATE="$2"; shift 2 ;;
         --ports) PORTS="$2"; shift 2 ;;
         --time) DURATION="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --variant) VARIANTS+=("${2:?--variant needs LABEL=VAR=VALUE}"); shift 2 ;;
         *) sed -n '2,/^set -uo/p' "$0" | sed 's/^# \{0,1\}//;$d' >&2; exit 2 ;;
     esac
 done
@@ -51,7 +61,8 @@ done
 for t in ip iperf3 ping wg python3; do
     command -v "$t" >/dev/null || { echo "flood.sh: $t not found" >&2; exit 1; }
 done
-(cd "$ROOT" && cargo build --release --bin veil --example flood) || exit 1
+# Both programs: `veil IFNAME` execs the veil-daemon beside it.
+(cd "$ROOT" && cargo build --release --bins --example flood) || exit 1
 
 WORK="$(mktemp -d)"
 LIVE_PIDS=()
@@ -110,6 +121,14 @@ DAEMON_PID=""
 start_daemon() {
     case "$1" in
         veil) ip netns exec "$3" "$VEIL" -f "$2" >"$WORK/$2.log" 2>&1 & ;;
+        veil\[*)
+            local vars=() bin="$VEIL" v env=()
+            IFS=',' read -r -a vars <<<"${VARIANT_ENV[$1]}"
+            for v in "${vars[@]}"; do
+                case "$v" in VEIL_BIN=*) bin="${v#VEIL_BIN=}" ;; *) env+=("$v") ;; esac
+            done
+            ip netns exec "$3" env "${env[@]+"${env[@]}"}" "$bin" -f "$2" >"$WORK/$2.log" 2>&1 &
+            ;;
         wireguard-go) ip netns exec "$3" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
             "$WGGO" -f "$2" >"$WORK/$2.log" 2>&1 & ;;
     esac
@@ -199,11 +218,26 @@ except Exception: print('-')")"
 }
 
 echo "flood.sh $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); rate $RATE/s from $PORTS ports, iperf3 -t $DURATION"
-IFS=',' read -r -a impls <<<"$ONLY"
-for impl in "${impls[@]}"; do
+IFS=',' read -r -a wanted <<<"$ONLY"
+impls=()
+for impl in "${wanted[@]}"; do
     if [ "$impl" = wireguard-go ] && [ -z "$WGGO" ]; then
         echo "wireguard-go: not installed (apt-get install wireguard-go), skipped"
         continue
     fi
-    run_one "$impl" || { echo "$impl: setup failed" >&2; teardown; }
+    impls+=("$impl")
+    if [ "$impl" = veil ]; then
+        for v in "${VARIANTS[@]+"${VARIANTS[@]}"}"; do
+            label="${v%%=*}"
+            case "$label" in ''|*[!A-Za-z0-9_-]*) echo "--variant wants LABEL=VAR=VALUE" >&2; exit 2 ;; esac
+            VARIANT_ENV["veil[$label]"]="${v#*=}"
+            impls+=("veil[$label]")
+        done
+    fi
+done
+for round in $(seq 1 "$ROUNDS"); do
+    [ "$ROUNDS" = 1 ] || echo "round $round of $ROUNDS"
+    for impl in "${impls[@]}"; do
+        run_one "$impl" || { echo "$impl: setup failed" >&2; teardown; }
+    done
 done

@@ -1,35 +1,47 @@
-//! The handshake path: handshake messages (types 1-3) that the UDP readers queued, answered one
-//! at a time by a thread of their own, so a flood of them fills only this bounded queue and
-//! never the data path. Once the queue holds 1/8 of its capacity the interface is "under load"
-//! (for [`UNDER_LOAD_HOLD`] after the last time it did) and the core answers initiations
-//! without a valid mac2 with cookie replies (paper section 5.3; the kernel's receive.c uses the
-//! same 1/8 of 4096).
+//! The handshake path: handshake messages (types 1-3) that the UDP readers queued, answered by
+//! a thread of their own, so a flood of them fills only this bounded queue and never the data
+//! path. The queue is fair between sources ([`super::handshake_queue`]). Once it holds 1/8 of
+//! its capacity the interface is "under load" (for [`UNDER_LOAD_HOLD`] after the last time it
+//! did) and the core answers initiations without a valid mac2 with cookie replies (paper
+//! section 5.3; the kernel's receive.c uses the same 1/8 of 4096).
+//!
+//! The thread takes up to [`BATCH`] messages at a time: their mac checks run under one hold of
+//! the gate's lock, and their cookie replies leave in one `sendmmsg`, which is what lets it keep
+//! up with a flood.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::device::{Io, Reply, Shared};
-use crate::noise::{self, Interface, Output, PeerId, Step};
+use super::handshake_queue::{Admission, FairQueue, Job};
+use crate::device::{Reply, Shared};
+use crate::noise::messages::COOKIE_REPLY_LEN;
+use crate::noise::{self, Interface, PeerId, Step};
 
-/// Capacity of the handshake queue.
-pub const QUEUE: usize = 4096;
+pub use super::handshake_queue::CAPACITY as QUEUE;
 /// "Under load" from this many queued messages on.
 pub const UNDER_LOAD_AT: usize = QUEUE / 8;
 /// Once under load, stay so for this long.
 pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
+/// Messages the handshake thread takes from the queue at a time.
+pub const BATCH: usize = 64;
 
-/// A handshake message, its sender and the local address it was sent to.
-type Job = (SocketAddr, Option<IpAddr>, Vec<u8>);
+/// What the queue's lock guards.
+#[derive(Default)]
+struct State {
+    jobs: FairQueue,
+    closed: bool,
+    /// The handshake thread waits for messages (so a reader must wake it).
+    waiting: bool,
+}
 
 /// The bounded queue between the UDP readers and the handshake thread. It holds only what is
-/// queued (a preallocated channel of 4096 slots would keep 256 KiB resident in an idle daemon).
+/// queued (a preallocated channel of 4096 slots would keep its memory resident in an idle
+/// daemon).
 #[derive(Default)]
 pub(crate) struct Queue {
-    /// The messages with their senders, and whether the queue was closed.
-    jobs: Mutex<(VecDeque<Job>, bool)>,
+    state: Mutex<State>,
     ready: Condvar,
     /// Messages queued, readable without the lock (for "under load").
     len: AtomicUsize,
@@ -42,98 +54,166 @@ impl Queue {
 
     /// Wakes the handshake thread for good (it leaves once the queue is closed).
     pub fn close(&self) {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         self.ready.notify_all();
     }
 
-    fn pop(&self) -> Option<Job> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    /// Moves up to `max` messages into `out` (empty), waiting for the first; false once the
+    /// queue is closed.
+    fn pop_batch(&self, out: &mut Vec<Job>, max: usize) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if jobs.1 {
-                return None;
+            if state.closed {
+                return false;
             }
-            if let Some(job) = jobs.0.pop_front() {
-                self.len.store(jobs.0.len(), Ordering::Relaxed);
-                return Some(job);
+            if !state.jobs.is_empty() {
+                break;
             }
-            jobs = self.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
+            state.waiting = true;
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting = false;
+        }
+        while out.len() < max
+            && let Some(job) = state.jobs.pop()
+        {
+            out.push(job);
+        }
+        self.len.store(state.jobs.len(), Ordering::Relaxed);
+        true
+    }
+}
+
+/// Queues the handshake messages a UDP reader collected in one batch (leaving `jobs` empty),
+/// under one hold of the queue's lock, waking the handshake thread once if it waits. A message
+/// that does not fit, or that takes the place of a queued one, counts as dropped for a full
+/// queue (the queue is the flood limit).
+pub(crate) fn enqueue_all(shared: &Shared, jobs: &mut Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let q = &shared.handshakes;
+    let mut state = q.state.lock().unwrap_or_else(|e| e.into_inner());
+    if state.closed {
+        jobs.clear();
+        return;
+    }
+    let mut dropped = 0;
+    for job in jobs.drain(..) {
+        if state.jobs.push(job) != Admission::Queued {
+            dropped += 1;
         }
     }
-}
-
-/// Queues a handshake message for the handshake thread; false when the queue is full (the
-/// message is dropped: the queue is the flood limit) or closed.
-pub(crate) fn enqueue(shared: &Shared, src: SocketAddr, dst: Option<IpAddr>, message: &[u8]) -> bool {
-    let q = &shared.handshakes;
-    let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    if jobs.1 || jobs.0.len() >= QUEUE {
-        drop(jobs);
-        shared.drops.handshake_queue_full.fetch_add(1, Ordering::Relaxed);
-        return false;
+    q.len.store(state.jobs.len(), Ordering::Relaxed);
+    let wake = state.waiting;
+    drop(state);
+    if dropped > 0 {
+        shared.drops.handshake_queue_full.fetch_add(dropped, Ordering::Relaxed);
     }
-    jobs.0.push_back((src, dst, message.to_vec()));
-    q.len.store(jobs.0.len(), Ordering::Relaxed);
-    drop(jobs);
-    q.ready.notify_one();
-    true
+    if wake {
+        q.ready.notify_one();
+    }
 }
 
-/// The handshake thread. Each message first passes the core's gate (mac1; under load, mac2 and
-/// the source's rate limit) under the gate's own lock, its cookie reply if any sent after it:
-/// a flood that fails these checks never takes the core's lock. What passes goes to the core,
-/// whose public-key work runs without the core's lock ([`crate::noise::HandshakeWork`]): the
-/// lock is held only to check the message against the peers and to apply the result, a few
-/// microseconds each, so the data path never waits behind ~150 us of X25519.
+/// The handshake thread. Each batch of messages first passes the core's gate (mac1; under
+/// load, mac2 and the source's rate limit) under the gate's own lock, their cookie replies sent
+/// together after it: a flood that fails these checks never takes the core's lock. What passes
+/// goes to the core, one message at a time, whose public-key work runs without the core's lock
+/// ([`crate::noise::HandshakeWork`]): the lock is held only to check the message against the
+/// peers and to apply the result, a few microseconds each, so the data path never waits behind
+/// ~150 us of X25519.
 pub(crate) fn run(shared: Arc<Shared>) {
+    let mut jobs = Vec::with_capacity(BATCH);
+    let mut passed = Vec::with_capacity(BATCH);
     let mut held = Held::default();
-    while let Some((src, dst, datagram)) = shared.handshakes.pop() {
+    while shared.handshakes.pop_batch(&mut jobs, BATCH) {
         if shared.stopping() {
             return;
         }
         let now = crate::sys::clock::now();
         let load = shared.under_load(now);
-        // A cookie reply leaves from the address the message reached; nothing is learnt from it.
-        let reply = |learn| dst.filter(|d| !d.is_unspecified()).map(|from| Reply { to: src, from, learn });
-        let checked = shared.gate.lock().check(&datagram, src, now, load, &mut held);
-        if !held.0.is_empty() {
-            let sockets = shared.sockets();
-            let mut io = Io { sockets: &sockets, shared: &shared, reply: reply(false) };
-            for (to, d) in held.0.drain(..) {
-                io.send(to, &d);
+        {
+            let mut gate = shared.gate.lock();
+            for (i, job) in jobs.iter().enumerate() {
+                // A cookie reply leaves from the address the message reached.
+                held.from = local(job);
+                match gate.check(job.message(), job.src, now, load, &mut held) {
+                    Ok(()) => passed.push(i),
+                    Err(e) => tracing::debug!("{}: handshake message refused: {e}", job.src),
+                }
             }
         }
-        if let Err(e) = checked {
-            tracing::debug!("{src}: handshake message refused: {e}");
-            continue;
+        if !held.replies.is_empty() {
+            send_replies(&shared, &mut held);
         }
-        let mut step = shared.with_core(|core, io| {
-            io.reply = reply(false);
-            let step = core.iface.receive_checked_handshake(src, &datagram, now, io);
-            log_done(&core.iface, src, &step);
-            step
-        });
-        while let Some(Step::Work(mut work)) = step {
-            work.run();
-            // The core answers only a message that decrypted and passed the replay checks: its
-            // answer (a response, or the keepalive after ours) leaves from the address the
-            // message reached, which becomes the peer's source.
-            step = shared.with_core(|core, io| {
-                io.reply = reply(true);
-                let step = core.iface.resume(work, crate::sys::clock::now(), io);
-                log_done(&core.iface, src, &step);
-                step
-            });
+        for &i in &passed {
+            answer(&shared, &jobs[i]);
         }
+        passed.clear();
+        jobs.clear();
     }
 }
 
-/// The gate's cookie replies, held until its lock is released.
+/// The local address a message reached, if the socket told it.
+fn local(job: &Job) -> Option<IpAddr> {
+    job.dst.filter(|d| !d.is_unspecified())
+}
+
+/// Hands one message that passed the gate to the core, and its public-key work to this thread.
+fn answer(shared: &Shared, job: &Job) {
+    let src = job.src;
+    let reply = |learn| local(job).map(|from| Reply { to: src, from, learn });
+    let mut step = shared.with_core(|core, io| {
+        io.reply = reply(false);
+        let step = core.iface.receive_checked_handshake(src, job.message(), crate::sys::clock::now(), io);
+        log_done(&core.iface, src, &step);
+        step
+    });
+    while let Some(Step::Work(mut work)) = step {
+        work.run();
+        // The core answers only a message that decrypted and passed the replay checks: its
+        // answer (a response, or the keepalive after ours) leaves from the address the
+        // message reached, which becomes the peer's source.
+        step = shared.with_core(|core, io| {
+            io.reply = reply(true);
+            let step = core.iface.resume(work, crate::sys::clock::now(), io);
+            log_done(&core.iface, src, &step);
+            step
+        });
+    }
+}
+
+/// Sends the held cookie replies, as few `sendmmsg` calls as their families and source
+/// addresses allow; a reply that cannot be sent is only logged (the initiator retries).
+fn send_replies(shared: &Shared, held: &mut Held) {
+    let sockets = shared.sockets();
+    let mut start = 0;
+    while start < held.replies.len() {
+        let (first_to, from, _) = &held.replies[start];
+        let v4 = first_to.is_ipv4();
+        let end = start + held.replies[start..].iter().take_while(|(to, f, _)| to.is_ipv4() == v4 && f == from).count();
+        let run: Vec<(SocketAddr, &[u8])> = held.replies[start..end].iter().map(|(to, _, d)| (*to, &d[..])).collect();
+        if let Err(e) = sockets.send_each_to(*from, &run) {
+            tracing::trace!("cookie replies to {first_to} and {} more: {e}", run.len() - 1);
+        }
+        start = end;
+    }
+    held.replies.clear();
+}
+
+/// The gate's cookie replies (destination, local source address, bytes), held until its lock
+/// is released; `from` is the local address of the message being checked.
 #[derive(Default)]
-struct Held(Vec<(SocketAddr, Vec<u8>)>);
+struct Held {
+    replies: Vec<(SocketAddr, Option<IpAddr>, [u8; COOKIE_REPLY_LEN])>,
+    from: Option<IpAddr>,
+}
 
 impl noise::Output for Held {
+    /// Holds a cookie reply (64 bytes, paper section 5.4.7); the gate sends nothing else.
     fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.0.push((to, datagram.to_vec()));
+        if let Ok(reply) = <[u8; COOKIE_REPLY_LEN]>::try_from(datagram) {
+            self.replies.push((to, self.from, reply));
+        }
     }
 
     /// The gate never delivers packets.

@@ -11,13 +11,15 @@
 //! write (segments coalesced by [`gro`]) -> the core's bookkeeping under one lock per batch.
 //!
 //! [`timers`] fires the core's deadlines; [`handshake`] answers handshake messages from a
-//! bounded queue, so a flood of them cannot stall data. The kernel interfaces are in
+//! bounded queue, fair between sources ([`handshake_queue`]), so a flood of them cannot stall
+//! data or crowd out other peers' handshakes. The kernel interfaces are in
 //! [`crate::sys`].
 
 pub mod batch;
 pub mod checksum;
 pub mod gro;
 pub mod handshake;
+pub mod handshake_queue;
 pub mod rx;
 pub mod timers;
 pub mod tx;

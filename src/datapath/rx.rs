@@ -21,6 +21,7 @@ use crate::sys::udp::{self, RecvBatch, Sockets};
 
 use super::gro::Coalescer;
 use super::handshake;
+use super::handshake_queue::Job;
 use super::workers::{OpenItem, Opener};
 
 /// A session met in this batch, and what arrived under it.
@@ -42,6 +43,8 @@ struct RxBatch {
     expired: Vec<bool>,
     opener: Opener,
     gro: Coalescer,
+    /// The batch's handshake messages, queued together after it is sorted.
+    handshakes: Vec<Job>,
 }
 
 impl RxBatch {
@@ -54,6 +57,7 @@ impl RxBatch {
             expired: Vec::new(),
             opener: Opener::new(shared.crypto.clone()),
             gro: Coalescer::new(shared.tun.offload(), shared.tun.offload() && shared.tun.udp_offload()),
+            handshakes: Vec::new(),
         }
     }
 }
@@ -106,7 +110,7 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
             let (index, counter) = match messages::parse(datagram) {
                 Ok(Message::Data(d)) => (d.receiver(), d.counter()),
                 Ok(_) => {
-                    handshake::enqueue(shared, meta.src, meta.dst, datagram);
+                    rx.handshakes.extend(Job::new(meta.src, meta.dst, datagram));
                     continue;
                 }
                 Err(_) => continue,
@@ -132,6 +136,8 @@ fn classify(shared: &Shared, rx: &mut RxBatch) {
             rx.items.push(OpenItem { buf: b, off, len, counter, session, plain: None, packet: 0, replayed: false });
         }
     }
+    drop(table);
+    handshake::enqueue_all(shared, &mut rx.handshakes);
 }
 
 /// Opens every data message in place (AEAD and replay window, outside any lock of the core's,

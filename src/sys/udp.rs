@@ -165,6 +165,15 @@ impl Sockets {
         self.for_addr(&to)?.send_batch(to, from, datagrams)
     }
 
+    /// Sends each message to its own destination, all from `from` if given (see
+    /// [`Socket::send_each_to`]); the destinations must be of one address family.
+    pub fn send_each_to(&self, from: Option<IpAddr>, messages: &[(SocketAddr, &[u8])]) -> io::Result<Source> {
+        match messages.first() {
+            Some((to, _)) => self.for_addr(to)?.send_each_to(from, messages),
+            None => Ok(Source::Kept),
+        }
+    }
+
     pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
         for s in [self.v4.as_ref(), self.v6.as_ref()].into_iter().flatten() {
             socket2::SockRef::from(&s.sock).set_mark(mark)?;
@@ -553,18 +562,50 @@ impl Socket {
         }
     }
 
-    /// Sends each datagram as its own message, up to 64 per `sendmmsg`.
+    /// Sends each datagram as its own message to `addr`, up to 64 per `sendmmsg`.
     fn send_each(&self, addr: &SockAddr, from: Option<IpAddr>, datagrams: &[&[u8]]) -> io::Result<()> {
+        self.sendmmsg(from, datagrams.len(), |k| (addr, datagrams[k]), false)
+    }
+
+    /// Sends each message (destination, bytes) as its own datagram, up to 64 per `sendmmsg`,
+    /// from `from` if given (falling back as [`Socket::send_batch`] does). A message the kernel
+    /// refuses (an unreachable destination, too large) is skipped and the rest still go; the
+    /// error is the last such refusal, after everything else was sent. For replies to many
+    /// senders at once (cookie replies under a flood).
+    pub fn send_each_to(&self, from: Option<IpAddr>, messages: &[(SocketAddr, &[u8])]) -> io::Result<Source> {
+        let addrs: Vec<SockAddr> = messages.iter().map(|(to, _)| SockAddr::from(*to)).collect();
+        let from = from.filter(|f| messages.first().is_some_and(|(to, _)| f.is_ipv4() == to.is_ipv4()));
+        let send = |from| self.sendmmsg(from, messages.len(), |k| (&addrs[k], messages[k].1), true);
+        match send(from) {
+            Err(e) if from.is_some() && source_gone(&e) => send(None).map(|()| Source::Dropped),
+            r => r.map(|()| Source::Kept),
+        }
+    }
+
+    /// Sends `n` messages, message `k` being `message(k)` (its destination and bytes), each as
+    /// its own datagram, up to 64 per `sendmmsg`, from `from` if given. A message the kernel
+    /// refuses with EMSGSIZE (or, with `skip_refused`, any error) is skipped unless it is the
+    /// last; otherwise the error ends the call.
+    fn sendmmsg<'a>(
+        &self,
+        from: Option<IpAddr>,
+        n: usize,
+        message: impl Fn(usize) -> (&'a SockAddr, &'a [u8]),
+        skip_refused: bool,
+    ) -> io::Result<()> {
         const CHUNK: usize = 64;
         let mut ctrl = Control::new();
         if let Some(f) = from {
             ctrl.source(f);
         }
-        for chunk in datagrams.chunks(CHUNK) {
+        let mut refused = None;
+        for base in (0..n).step_by(CHUNK) {
+            let count = CHUNK.min(n - base);
             let mut iovs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; CHUNK];
             // SAFETY: an all-zero mmsghdr is valid.
             let mut hdrs: [libc::mmsghdr; CHUNK] = unsafe { std::mem::zeroed() };
-            for (k, d) in chunk.iter().enumerate() {
+            for k in 0..count {
+                let (addr, d) = message(base + k);
                 iovs[k] = libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() };
                 let h = &mut hdrs[k].msg_hdr;
                 h.msg_name = addr.as_ptr() as *mut _;
@@ -575,33 +616,33 @@ impl Socket {
                 ctrl.attach(h);
             }
             let mut sent = 0;
-            while sent < chunk.len() {
-                // SAFETY: headers sent..len point at the address, the iovecs above (which point
-                // at live datagram slices) and the control buffer, all of which the kernel only
-                // reads and which outlive the call.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        self.sock.as_raw_fd(),
-                        hdrs[sent..].as_mut_ptr(),
-                        (chunk.len() - sent) as libc::c_uint,
-                        0,
-                    )
+            while sent < count {
+                // SAFETY: headers sent..count point at their addresses, the iovecs above (which
+                // point at live datagram slices) and the control buffer, all of which the
+                // kernel only reads and which outlive the call.
+                let r = unsafe {
+                    libc::sendmmsg(self.sock.as_raw_fd(), hdrs[sent..].as_mut_ptr(), (count - sent) as libc::c_uint, 0)
                 };
-                if n < 0 {
+                if r < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
-                    if sent + 1 < chunk.len() && e.raw_os_error() == Some(libc::EMSGSIZE) {
+                    let skip = skip_refused || e.raw_os_error() == Some(libc::EMSGSIZE);
+                    if skip && base + sent + 1 < n {
                         sent += 1; // skip the one datagram the kernel refuses, keep the rest
+                        refused = Some(e);
                         continue;
                     }
                     return Err(e);
                 }
-                sent += n as usize;
+                sent += r as usize;
             }
         }
-        Ok(())
+        match refused {
+            Some(e) if skip_refused => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -618,6 +659,30 @@ mod tests {
 
     fn pattern(i: usize, len: usize) -> Vec<u8> {
         (0..len).map(|k| (i * 31 + k) as u8).collect()
+    }
+
+    #[test]
+    fn replies_to_many_senders_reach_each_and_an_unreachable_one_does_not_stop_the_rest() {
+        let socks = Sockets::bind(0, 0).unwrap();
+        let peers: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let data: Vec<Vec<u8>> = (0..3).map(|i| pattern(i, 64)).collect();
+        // 70 messages (more than one sendmmsg), cycling over the three peers, with one to a
+        // destination the kernel refuses (port 0) among them.
+        let mut messages: Vec<(SocketAddr, &[u8])> =
+            (0..70).map(|k| (peers[k % 3].local_addr().unwrap(), &data[k % 3][..])).collect();
+        messages.insert(10, ("127.0.0.1:0".parse().unwrap(), &data[0][..]));
+        let r = socks.send_each_to(None, &messages);
+        assert!(r.is_err(), "the refused message is reported");
+        let mut buf = [0u8; 128];
+        for (i, p) in peers.iter().enumerate() {
+            p.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let want = (0..70).filter(|k| k % 3 == i).count();
+            for _ in 0..want {
+                let (n, from) = p.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &data[i][..]);
+                assert_eq!(from.port(), socks.port);
+            }
+        }
     }
 
     #[test]
