@@ -154,6 +154,13 @@ fn a_flood_from_one_source_gets_cookie_replies_and_keeps_no_one_else_out() {
     let c_reached_b = nc.sh_out(&format!("ping -n -c 1 -W 15 {b_tunnel}")).status.success();
     let a_still = na.ping_until(&b_tunnel, Duration::from_secs(10));
     let during = counters(&lab, "b", &b_ifname);
+    // Under load the handshake path spreads over the cores: a second handshake thread runs.
+    let pid = lab.daemon_pid("b").unwrap();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
     std::fs::write(stop.path(), "").unwrap();
     let mut report = String::new();
     flooder.stdout.take().unwrap().read_to_string(&mut report).unwrap();
@@ -168,4 +175,10 @@ fn a_flood_from_one_source_gets_cookie_replies_and_keeps_no_one_else_out() {
     assert!(c_reached_b, "a new peer could not complete a handshake with b during the flood");
     assert!(a_still, "a's established tunnel stopped carrying pings during the flood");
     assert!(cookies_back > 0, "no cookie reply reached the flooder's ports: {report}");
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(
+            threads.iter().any(|t| t == "veil-handshake2"),
+            "no second handshake thread under load on a machine with several cores: {threads:?}"
+        );
+    }
 }

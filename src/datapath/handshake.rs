@@ -5,9 +5,14 @@
 //! did) and the core answers initiations without a valid mac2 with cookie replies (paper
 //! section 5.3; the kernel's receive.c uses the same 1/8 of 4096).
 //!
-//! The thread takes up to [`BATCH`] messages at a time: their mac checks run under one hold of
+//! A thread takes up to [`BATCH`] messages at a time: their mac checks run under one hold of
 //! the gate's lock, and their cookie replies leave in one `sendmmsg`, which is what lets it keep
-//! up with a flood.
+//! up with a flood. One thread serves an idle or lightly used interface; once the queue holds
+//! [`UNDER_LOAD_AT`] messages, more are started, up to one per core (at most [`MAX_THREADS`]),
+//! so that one thread's public-key work or system calls overlap another's mac checks. They stay
+//! until the device stops. Handshake messages for one peer may then be handled by two threads
+//! at once; the core takes each piece of work back against its state as it is then
+//! ([`crate::noise::Interface::resume`]), so this needs nothing more.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,16 +29,18 @@ pub use super::handshake_queue::CAPACITY as QUEUE;
 pub const UNDER_LOAD_AT: usize = QUEUE / 8;
 /// Once under load, stay so for this long.
 pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
-/// Messages the handshake thread takes from the queue at a time.
+/// Messages a handshake thread takes from the queue at a time.
 pub const BATCH: usize = 64;
+/// Handshake threads at most (fewer on machines with fewer cores).
+pub const MAX_THREADS: usize = 4;
 
 /// What the queue's lock guards.
 #[derive(Default)]
 struct State {
     jobs: FairQueue,
     closed: bool,
-    /// The handshake thread waits for messages (so a reader must wake it).
-    waiting: bool,
+    /// Handshake threads waiting for messages (so a reader must wake one).
+    waiting: usize,
 }
 
 /// The bounded queue between the UDP readers and the handshake thread. It holds only what is
@@ -45,6 +52,8 @@ pub(crate) struct Queue {
     ready: Condvar,
     /// Messages queued, readable without the lock (for "under load").
     len: AtomicUsize,
+    /// Handshake threads started.
+    threads: AtomicUsize,
 }
 
 impl Queue {
@@ -69,9 +78,9 @@ impl Queue {
             if !state.jobs.is_empty() {
                 break;
             }
-            state.waiting = true;
+            state.waiting += 1;
             state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.waiting = false;
+            state.waiting -= 1;
         }
         while out.len() < max
             && let Some(job) = state.jobs.pop()
@@ -79,6 +88,12 @@ impl Queue {
             out.push(job);
         }
         self.len.store(state.jobs.len(), Ordering::Relaxed);
+        // More than one batch queued: another thread may take the next one meanwhile.
+        let more = !state.jobs.is_empty() && state.waiting > 0;
+        drop(state);
+        if more {
+            self.ready.notify_one();
+        }
         true
     }
 }
@@ -104,7 +119,7 @@ pub(crate) fn enqueue_all(shared: &Shared, jobs: &mut Vec<Job>) {
         }
     }
     q.len.store(state.jobs.len(), Ordering::Relaxed);
-    let wake = state.waiting;
+    let wake = state.waiting > 0;
     drop(state);
     if dropped > 0 {
         shared.drops.handshake_queue_full.fetch_add(dropped, Ordering::Relaxed);
@@ -114,20 +129,30 @@ pub(crate) fn enqueue_all(shared: &Shared, jobs: &mut Vec<Job>) {
     }
 }
 
-/// The handshake thread. Each batch of messages first passes the core's gate (mac1; under
+/// Starts the first handshake thread (of a device that starts).
+pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
+    shared.handshakes.threads.fetch_add(1, Ordering::Relaxed);
+    let s = shared.clone();
+    std::thread::Builder::new().name("veil-handshake".into()).spawn(move || run(s)).map(drop)
+}
+
+/// A handshake thread. Each batch of messages first passes the core's gate (mac1; under
 /// load, mac2 and the source's rate limit) under the gate's own lock, their cookie replies sent
 /// together after it: a flood that fails these checks never takes the core's lock. What passes
 /// goes to the core, one message at a time, whose public-key work runs without the core's lock
 /// ([`crate::noise::HandshakeWork`]): the lock is held only to check the message against the
 /// peers and to apply the result, a few microseconds each, so the data path never waits behind
 /// ~150 us of X25519.
-pub(crate) fn run(shared: Arc<Shared>) {
+fn run(shared: Arc<Shared>) {
     let mut jobs = Vec::with_capacity(BATCH);
     let mut passed = Vec::with_capacity(BATCH);
     let mut held = Held::default();
     while shared.handshakes.pop_batch(&mut jobs, BATCH) {
         if shared.stopping() {
             return;
+        }
+        if shared.handshakes.len() >= UNDER_LOAD_AT {
+            start_another(&shared);
         }
         let now = crate::sys::clock::now();
         let load = shared.under_load(now);
@@ -150,6 +175,26 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         passed.clear();
         jobs.clear();
+    }
+}
+
+/// Starts one more handshake thread, unless there is one per core (or [`MAX_THREADS`]) already.
+fn start_another(shared: &Arc<Shared>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+    let q = &shared.handshakes;
+    let n = q.threads.load(Ordering::Relaxed);
+    // Counted here, before it runs, so that two threads do not both start the last one.
+    if n >= cores || q.threads.compare_exchange(n, n + 1, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return;
+    }
+    let s = shared.clone();
+    let started = std::thread::Builder::new().name(format!("veil-handshake{}", n + 1)).spawn(move || run(s));
+    match started {
+        Ok(_) => tracing::debug!("under load: handshake thread {} of at most {cores} started", n + 1),
+        Err(e) => {
+            q.threads.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("cannot start another handshake thread: {e}");
+        }
     }
 }
 

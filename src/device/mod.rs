@@ -335,8 +335,7 @@ impl Device {
         });
         let s = shared.clone();
         thread::Builder::new().name("veil-tun".into()).spawn(move || datapath::tx::run(s))?;
-        let s = shared.clone();
-        thread::Builder::new().name("veil-handshake".into()).spawn(move || datapath::handshake::run(s))?;
+        datapath::handshake::start(&shared)?;
         let s = shared.clone();
         thread::Builder::new().name("veil-timers".into()).spawn(move || datapath::timers::run(s))?;
         *shared.readers.lock().unwrap_or_else(|e| e.into_inner()) = spawn_udp_readers(&shared, sockets, 0)?;
