@@ -70,6 +70,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# stop_pid, teardown (of LIVE_PIDS, LIVE_NS, LIVE_SOCKS), the exit traps, now_us, variants.
+source "$ROOT/scripts/lib.sh"
 VEIL="$ROOT/target/release/veil"
 ALL_IMPLS="veil,wireguard-go,boringtun,gotatun"
 ALL_TESTS="startup,ping,tcp,reverse,udp"
@@ -173,10 +175,8 @@ for name in veil wireguard-go boringtun gotatun; do
     done
     if [ "$name" = veil ]; then
         for v in "${VARIANTS[@]+"${VARIANTS[@]}"}"; do
-            label="${v%%=*}"
-            case "$label" in ''|*[!A-Za-z0-9_-]*) echo "--variant wants LABEL=VAR=VALUE, LABEL of letters, digits, - or _" >&2; exit 2 ;; esac
-            VARIANT_ENV["veil[$label]"]="${v#*=}"
-            IMPLS+=("veil[$label]")
+            variant_register "$v"
+            IMPLS+=("$VARIANT_NAME")
         done
     fi
 done
@@ -209,53 +209,6 @@ WORK="$(mktemp -d "/tmp/veil-bench.$$.XXXXXX")"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 HZ="$(getconf CLK_TCK)"
-
-# Everything live at the moment; the cleanup removes whatever is listed here.
-LIVE_PIDS=()
-LIVE_NS=()
-LIVE_SOCKS=()
-
-stop_pid() {
-    local pid="$1" n
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for n in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-        [ "$n" = 30 ] && kill -KILL "$pid" 2>/dev/null
-    done
-    wait "$pid" 2>/dev/null
-    return 0
-}
-
-teardown() {
-    local p ns s
-    for p in "${LIVE_PIDS[@]+"${LIVE_PIDS[@]}"}"; do
-        stop_pid "$p"
-    done
-    for ns in "${LIVE_NS[@]+"${LIVE_NS[@]}"}"; do
-        ip netns del "$ns" 2>/dev/null
-    done
-    for s in "${LIVE_SOCKS[@]+"${LIVE_SOCKS[@]}"}"; do
-        rm -f "$s"
-    done
-    LIVE_PIDS=()
-    LIVE_NS=()
-    LIVE_SOCKS=()
-}
-
-on_exit() {
-    trap - EXIT INT TERM
-    teardown
-    rm -rf "$WORK"
-}
-trap on_exit EXIT
-trap 'echo "interrupted" >&2; exit 130' INT TERM
-
-# Microseconds since the epoch (bash's clock, no fork).
-now_us() {
-    local t="${EPOCHREALTIME/[.,]/}"
-    echo "$((10#$t))"
-}
 
 # utime+stime of a process in clock ticks (all its threads, dead ones included).
 cpu_ticks() {
@@ -292,12 +245,8 @@ impl_words() {
     case "$1" in
         veil) echo "$VEIL -f {if}" ;;
         veil\[*)
-            local vars=() bin="$VEIL" v env=""
-            IFS=',' read -r -a vars <<<"${VARIANT_ENV[$1]}"
-            for v in "${vars[@]}"; do
-                case "$v" in VEIL_BIN=*) bin="${v#VEIL_BIN=}" ;; *) env+="$v " ;; esac
-            done
-            echo "$env$bin -f {if}"
+            variant_split "$1" "$VEIL"
+            echo "${VARIANT_VARS[*]+"${VARIANT_VARS[*]} "}$VARIANT_BIN -f {if}"
             ;;
         wireguard-go) echo "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 $WGGO -f {if}" ;;
         boringtun) echo "WG_SUDO=true $BORINGTUN -f --disable-drop-privileges -l $WORK/{if}.btlog {if}" ;;

@@ -34,6 +34,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# stop_pid, teardown (of LIVE_PIDS, LIVE_NS, LIVE_SOCKS), the exit traps, now_us, variants.
+source "$ROOT/scripts/lib.sh"
 VEIL="$ROOT/target/release/veil"
 FLOOD="$ROOT/target/release/examples/flood"
 WGGO="$(command -v wireguard-go || true)"
@@ -65,35 +67,8 @@ done
 (cd "$ROOT" && cargo build --release --bins --example flood) || exit 1
 
 WORK="$(mktemp -d)"
-LIVE_PIDS=()
-LIVE_NS=()
-LIVE_SOCKS=()
-
-# The same teardown as scripts/bench.sh.
-stop_pid() {
-    local pid="$1" n
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for n in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-        [ "$n" = 30 ] && kill -KILL "$pid" 2>/dev/null
-    done
-    wait "$pid" 2>/dev/null
-    return 0
-}
-teardown() {
-    local p ns s
-    for p in "${LIVE_PIDS[@]+"${LIVE_PIDS[@]}"}"; do stop_pid "$p"; done
-    for ns in "${LIVE_NS[@]+"${LIVE_NS[@]}"}"; do ip netns del "$ns" 2>/dev/null; done
-    for s in "${LIVE_SOCKS[@]+"${LIVE_SOCKS[@]}"}"; do rm -f "$s"; done
-    LIVE_PIDS=(); LIVE_NS=(); LIVE_SOCKS=()
-}
-on_exit() { trap - EXIT INT TERM; teardown; rm -rf "$WORK"; }
-trap on_exit EXIT
-trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
-now_us() { local t="${EPOCHREALTIME/[.,]/}"; echo "$((10#$t))"; }
 wait_sock() {
     local n
     for n in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.01; done
@@ -122,12 +97,8 @@ start_daemon() {
     case "$1" in
         veil) ip netns exec "$3" "$VEIL" -f "$2" >"$WORK/$2.log" 2>&1 & ;;
         veil\[*)
-            local vars=() bin="$VEIL" v env=()
-            IFS=',' read -r -a vars <<<"${VARIANT_ENV[$1]}"
-            for v in "${vars[@]}"; do
-                case "$v" in VEIL_BIN=*) bin="${v#VEIL_BIN=}" ;; *) env+=("$v") ;; esac
-            done
-            ip netns exec "$3" env "${env[@]+"${env[@]}"}" "$bin" -f "$2" >"$WORK/$2.log" 2>&1 &
+            variant_split "$1" "$VEIL"
+            ip netns exec "$3" env "${VARIANT_VARS[@]+"${VARIANT_VARS[@]}"}" "$VARIANT_BIN" -f "$2" >"$WORK/$2.log" 2>&1 &
             ;;
         wireguard-go) ip netns exec "$3" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
             "$WGGO" -f "$2" >"$WORK/$2.log" 2>&1 & ;;
@@ -228,10 +199,8 @@ for impl in "${wanted[@]}"; do
     impls+=("$impl")
     if [ "$impl" = veil ]; then
         for v in "${VARIANTS[@]+"${VARIANTS[@]}"}"; do
-            label="${v%%=*}"
-            case "$label" in ''|*[!A-Za-z0-9_-]*) echo "--variant wants LABEL=VAR=VALUE" >&2; exit 2 ;; esac
-            VARIANT_ENV["veil[$label]"]="${v#*=}"
-            impls+=("veil[$label]")
+            variant_register "$v"
+            impls+=("$VARIANT_NAME")
         done
     fi
 done
