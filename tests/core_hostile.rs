@@ -158,6 +158,31 @@ fn under_load_a_source_with_a_valid_mac2_gets_a_burst_of_five_then_twenty_per_se
 }
 
 #[test]
+fn under_load_a_source_gets_fifty_cookie_replies_at_once_then_its_messages_are_dropped_unanswered() {
+    let mut p = Pair::default();
+    let src = p.a.addr;
+    let init = initiation_from_a(&mut p);
+    for i in 0..50 {
+        assert_eq!(refused_by_b(&mut p, src, init.clone(), true), ReceiveError::CookieRequired, "message {i}");
+    }
+    assert_eq!(p.b.out.sent.len(), 50, "a cookie reply each");
+    p.b.out.sent.clear();
+    // The 51st, and a copy with a wrong mac2, get nothing (and change nothing).
+    assert_eq!(refused_by_b(&mut p, src, init.clone(), true), ReceiveError::RateLimited);
+    let mut wrong_mac2 = init.clone();
+    wrong_mac2[140] = 1;
+    assert_eq!(refused_by_b(&mut p, src, wrong_mac2, true), ReceiveError::RateLimited);
+    assert!(p.b.out.sent.is_empty(), "no cookie reply beyond the source's share");
+    // Another source still gets its cookie reply.
+    let other: SocketAddr = "10.0.0.99:1000".parse().unwrap();
+    assert_eq!(refused_by_b(&mut p, other, init.clone(), true), ReceiveError::CookieRequired);
+    assert_eq!(p.b.out.sent.pop().map(|(to, _)| to), Some(other));
+    // A second later the source has replies again.
+    p.now += Duration::from_secs(1);
+    assert_eq!(refused_by_b(&mut p, src, init, true), ReceiveError::CookieRequired);
+}
+
+#[test]
 fn under_load_the_initiator_resends_at_once_with_mac2_instead_of_after_rekey_timeout() {
     let mut p = Pair::default();
     p.b_under_load = true;

@@ -156,6 +156,7 @@ fn run(shared: Arc<Shared>) {
         }
         let now = crate::sys::clock::now();
         let load = shared.under_load(now);
+        let mut limited = false;
         {
             let mut gate = shared.gate.lock();
             for (i, job) in jobs.iter().enumerate() {
@@ -163,9 +164,16 @@ fn run(shared: Arc<Shared>) {
                 held.from = local(job);
                 match gate.check(job.message(), job.src, now, load, &mut held) {
                     Ok(()) => passed.push(i),
+                    Err(noise::ReceiveError::RateLimited) => limited = true,
                     Err(e) => tracing::debug!("{}: handshake message refused: {e}", job.src),
                 }
             }
+        }
+        // Messages dropped by the rate limits cost almost nothing, so the queue may drain while
+        // the flood goes on: it still counts as load (else the flood's next messages would be
+        // taken for real ones, each costing X25519, until the queue filled again).
+        if limited {
+            shared.hold_load(now);
         }
         if !held.replies.is_empty() {
             send_replies(&shared, &mut held);

@@ -284,6 +284,13 @@ impl Shared {
         }
     }
 
+    /// Keeps the interface under load for [`datapath::handshake::UNDER_LOAD_HOLD`] from `now`
+    /// (sources are still being rate limited: the flood goes on even if the queue drains).
+    pub fn hold_load(&self, now: Instant) {
+        *self.under_load_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(now + datapath::handshake::UNDER_LOAD_HOLD);
+    }
+
     /// Whether handshake messages should be answered with cookies (the queue is filling).
     pub fn under_load(&self, now: Instant) -> bool {
         let mut until = self.under_load_until.lock().unwrap_or_else(|e| e.into_inner());

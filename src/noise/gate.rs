@@ -1,7 +1,9 @@
 //! The checks a handshake message passes before it costs public-key work or touches the
 //! interface's state (paper section 5.3; the kernel's `wg_cookie_validate_packet` then
 //! `wg_ratelimiter_allow`): mac1 always; under load, mac2 against the cookie for its source
-//! (without a valid one: a cookie reply, nothing else) and then the source's rate limit.
+//! (without a valid one: a cookie reply, nothing else, and at most
+//! [`super::ratelimit::COOKIE_REPLIES_PER_SECOND`] of those per source) and then the source's
+//! rate limit.
 //!
 //! It has a lock of its own, apart from the interface's, so that an engine can run these checks
 //! for a flood of messages without taking the lock its data path needs
@@ -25,6 +27,8 @@ use super::{Output, ReceiveError};
 pub struct Gate {
     checker: CookieChecker,
     limiter: RateLimiter,
+    /// Cookie replies per source, under load.
+    replies: RateLimiter,
     rng: ChaCha20Rng,
     /// Cookie replies sent (handshake messages refused under load for want of a valid mac2).
     cookies_sent: u64,
@@ -35,6 +39,7 @@ impl Gate {
         Gate {
             checker: CookieChecker::new(our_public, secret_lifetime),
             limiter: RateLimiter::default(),
+            replies: RateLimiter::cookie_replies(),
             rng: ChaCha20Rng::from_seed(seed),
             cookies_sent: 0,
         }
@@ -60,6 +65,12 @@ impl Gate {
         under_load: bool,
         out: &mut dyn Output,
     ) -> Result<(), ReceiveError> {
+        // Under load, a message without mac2 can earn nothing but a cookie reply: once its
+        // source has had its share of those, it is dropped before its mac1 costs a BLAKE2s.
+        let mac2_absent = msg[msg.len() - 16..].iter().all(|&b| b == 0);
+        if under_load && mac2_absent && !self.replies.allow(src.ip(), now) {
+            return Err(ReceiveError::RateLimited);
+        }
         match self.checker.check(msg, &src, now, under_load, &mut self.rng) {
             // Under load, a valid mac2 proves the source address but not good faith: each
             // source gets 20 messages a second before any public-key work (kernel cookie.c
@@ -67,6 +78,8 @@ impl Gate {
             MacCheck::Ok if under_load && !self.limiter.allow(src.ip(), now) => Err(ReceiveError::RateLimited),
             MacCheck::Ok => Ok(()),
             MacCheck::BadMac1 => Err(ReceiveError::BadMac1),
+            // A wrong mac2 (a stale cookie, another source's) is charged like a missing one.
+            MacCheck::BadMac2 if !mac2_absent && !self.replies.allow(src.ip(), now) => Err(ReceiveError::RateLimited),
             MacCheck::BadMac2 => {
                 let reply = self.checker.reply(msg, sender, &src, now, &mut self.rng);
                 out.send(src, &reply);

@@ -95,7 +95,9 @@ impl std::fmt::Display for ReceiveError {
             ReceiveError::Parse(e) => write!(f, "malformed message: {e}"),
             ReceiveError::BadMac1 => f.write_str("handshake message with a wrong mac1"),
             ReceiveError::CookieRequired => f.write_str("under load: mac2 missing or wrong, cookie reply sent"),
-            ReceiveError::RateLimited => f.write_str("under load: over the source's handshake rate limit"),
+            ReceiveError::RateLimited => {
+                f.write_str("under load: over the source's handshake or cookie-reply rate limit")
+            }
             ReceiveError::UnknownPeer => f.write_str("initiation from an unknown public key"),
             ReceiveError::UnknownIndex(i) => write!(f, "no handshake or session with index {i:#010x}"),
             ReceiveError::Handshake(e) => write!(f, "{e}"),

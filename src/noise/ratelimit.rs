@@ -5,8 +5,12 @@
 //! an IPv6 /64 as in the kernel (an IPv6 host usually holds a whole /64; wireguard-go keys the
 //! full address, which lets one such host take 2^64 buckets).
 //!
+//! The same token buckets, with other figures ([`RateLimiter::cookie_replies`]), bound the cookie
+//! replies a source gets under load (see [`COOKIE_REPLIES_PER_SECOND`]).
+//!
 //! The table is bounded ([`MAX_ENTRIES`]): a new source that finds it full is refused, as the
-//! kernel refuses it, until the collection frees room. Collection is lazy, driven by the `now`
+//! kernel refuses it, until the collection frees room (the cookie-reply table lets it through
+//! instead: see there). Collection is lazy, driven by the `now`
 //! of the calls: at most once per [`GC_INTERVAL`], entries idle for longer than
 //! [`ENTRY_TIMEOUT`] go. An entry idle that long holds a full bucket, so forgetting it changes
 //! no decision: a new entry starts full too. No clock is read here.
@@ -29,9 +33,19 @@ pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 /// bucket is full again since 1 s buys 20 tokens and it holds at most 5).
 pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Tokens are nanoseconds of sending time, as in the kernel: one message costs 1/20 s.
-const COST: u64 = 1_000_000_000 / PER_SECOND;
-const MAX_TOKENS: u64 = COST * BURST;
+/// Cookie replies a source gets per second under load, and at once. A source without a cookie
+/// needs one reply per 120 s (a cookie's lifetime) per peer behind its address, and no more
+/// than [`PER_SECOND`] of its initiations with mac2 can pass anyway; so 50 leaves room for many
+/// peers behind one NAT, while a flood from one address, which can never use its replies, stops
+/// costing a reply (mac1, the cookie, an XChaCha20-Poly1305 and a datagram) per message: beyond
+/// these, its messages are dropped before their mac1 is checked. Not in the kernel, which answers
+/// every message it takes from its queue.
+pub const COOKIE_REPLIES_PER_SECOND: u64 = 50;
+/// Cookie replies a source may get at once (1 s earns them back, as [`ENTRY_TIMEOUT`] requires).
+pub const COOKIE_REPLIES_BURST: u64 = 50;
+
+/// Tokens are nanoseconds of sending time, as in the kernel: one message costs 1/rate s.
+const NANOS: u64 = 1_000_000_000;
 
 /// A source as the limiter sees it: an IPv4 address, or the upper 64 bits of an IPv6 one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,6 +75,11 @@ pub struct RateLimiter {
     buckets: HashMap<Source, Bucket>,
     last_gc: Option<Instant>,
     max_entries: usize,
+    /// Tokens one message costs (nanoseconds), and a full bucket's.
+    cost: u64,
+    max_tokens: u64,
+    /// What a new source gets when the table is full.
+    allow_when_full: bool,
 }
 
 impl Default for RateLimiter {
@@ -70,29 +89,53 @@ impl Default for RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter tracking at most `max` sources.
+    /// The handshake limiter (20/s, burst 5) tracking at most `max` sources; a new source is
+    /// refused while the table is full (only sources that passed mac2 get in).
     pub fn with_max_entries(max: usize) -> Self {
-        RateLimiter { buckets: HashMap::new(), last_gc: None, max_entries: max }
+        Self::new(PER_SECOND, BURST, max, false)
     }
 
-    /// Whether a handshake message from `ip` may be handled at `now`; takes a token if so.
+    /// The cookie-reply limiter ([`COOKIE_REPLIES_PER_SECOND`], [`COOKIE_REPLIES_BURST`]) over at
+    /// most [`MAX_ENTRIES`] sources. Sources here need not receive at their address, so a
+    /// spoofed flood can fill the table; a new source then gets its reply anyway (as without
+    /// this limiter), so that such a flood cannot keep a legitimate peer from its cookie.
+    pub fn cookie_replies() -> Self {
+        Self::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_BURST, MAX_ENTRIES, true)
+    }
+
+    /// `per_second` messages a second with a burst of `burst` (at most `per_second`, so that an
+    /// entry idle for [`ENTRY_TIMEOUT`] is full again), over at most `max` sources.
+    fn new(per_second: u64, burst: u64, max: usize, allow_when_full: bool) -> Self {
+        assert!(burst >= 1 && burst <= per_second, "burst {burst} of {per_second}/s");
+        let cost = NANOS / per_second;
+        RateLimiter {
+            buckets: HashMap::new(),
+            last_gc: None,
+            max_entries: max,
+            cost,
+            max_tokens: cost * burst,
+            allow_when_full,
+        }
+    }
+
+    /// Whether a message from `ip` may be handled at `now`; takes a token if so.
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         self.collect(now);
         let source = Source::of(ip);
         if let Some(b) = self.buckets.get_mut(&source) {
-            let earned = now.saturating_duration_since(b.last).as_nanos().min(u128::from(MAX_TOKENS)) as u64;
-            let tokens = (b.tokens + earned).min(MAX_TOKENS);
+            let earned = now.saturating_duration_since(b.last).as_nanos().min(u128::from(self.max_tokens)) as u64;
+            let tokens = (b.tokens + earned).min(self.max_tokens);
             // `now` earlier than the last call (callers on several threads) earns nothing and
             // does not move the bucket's time back.
             b.last = b.last.max(now);
-            let allowed = tokens >= COST;
-            b.tokens = if allowed { tokens - COST } else { tokens };
+            let allowed = tokens >= self.cost;
+            b.tokens = if allowed { tokens - self.cost } else { tokens };
             return allowed;
         }
         if self.buckets.len() >= self.max_entries {
-            return false;
+            return self.allow_when_full;
         }
-        self.buckets.insert(source, Bucket { last: now, tokens: MAX_TOKENS - COST });
+        self.buckets.insert(source, Bucket { last: now, tokens: self.max_tokens - self.cost });
         true
     }
 
@@ -197,6 +240,27 @@ mod tests {
         assert_eq!(r.len(), 2, "only 10.0.0.1 (idle for 0.95 s) and the new source remain");
         // Collected entries held full buckets: nothing changed for their sources.
         assert_eq!(passed(&mut r, ip("10.0.0.2"), later, 10, Duration::ZERO), 5);
+    }
+
+    #[test]
+    fn cookie_replies_come_fifty_at_once_then_fifty_a_second_and_a_full_table_lets_new_sources_through() {
+        let mut r = RateLimiter::cookie_replies();
+        let t = Instant::now();
+        let a = ip("192.0.2.1");
+        assert_eq!(passed(&mut r, a, t, 1000, Duration::ZERO), 50);
+        // A 100,000/s flood for a second from there: 50 more.
+        let got = passed(&mut r, a, t + Duration::from_millis(10), 100_000, Duration::from_micros(10));
+        assert!((49..=51).contains(&got), "{got} replies in a second of flood");
+        assert_eq!(passed(&mut r, ip("192.0.2.2"), t, 60, Duration::ZERO), 50, "another source has its own");
+        // Spoofed sources fill the table; past it, a new source is not refused.
+        let mut full = RateLimiter::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_BURST, 100, true);
+        for i in 0..100u32 {
+            full.allow(IpAddr::V4((0x0a00_0000 + i).into()), t);
+        }
+        assert_eq!(full.len(), 100);
+        assert!(full.allow(ip("203.0.113.9"), t));
+        assert!(full.allow(ip("203.0.113.9"), t), "not tracked: every message gets through");
+        assert_eq!(full.len(), 100);
     }
 
     #[test]
