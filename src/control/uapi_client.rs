@@ -1,11 +1,12 @@
-//! The one UAPI client: every tool of veil's (`show`, `metrics`, `up`/`down`, `demo`, and the
-//! daemon's check for a socket already served) talks to `/var/run/wireguard/IFNAME.sock`
-//! through here. Answers are read up to their `errno=` line into memory that is erased when
+//! The one UAPI client: every tool of veil's (`show`, `metrics`, `up`/`down`, `demo`, the lab
+//! configuring its daemons, and the daemon's check for a socket already served) talks to
+//! `/var/run/wireguard/IFNAME.sock` through here. Answers are read up to their `errno=` line into memory that is erased when
 //! dropped, since a `get` answer holds the private key.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
@@ -22,15 +23,23 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub fn exchange(ifname: &str, request: &str) -> Result<Zeroizing<String>, String> {
     let path = socket_path(ifname);
     let mut conn = UnixStream::connect(&path).map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
-    conn.set_read_timeout(Some(TIMEOUT)).ok();
-    conn.set_write_timeout(Some(TIMEOUT)).ok();
-    conn.write_all(request.as_bytes()).map_err(|e| format!("{ifname}: {e}"))?;
+    exchange_on(&mut conn, request).map_err(|e| format!("{ifname}: {e}"))
+}
+
+/// As [`exchange`], over a stream already connected to a daemon's socket (see
+/// [`connect_while_alive`]). Sets the stream's read and write timeouts to 10 s. Errors: the
+/// write or a read failed or timed out, or the stream ended before an `errno=` line; the
+/// message does not name the interface (the caller knows it).
+pub fn exchange_on(stream: &mut UnixStream, request: &str) -> Result<Zeroizing<String>, String> {
+    stream.set_read_timeout(Some(TIMEOUT)).ok();
+    stream.set_write_timeout(Some(TIMEOUT)).ok();
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut answer = Zeroizing::new(String::new());
-    let mut reader = BufReader::new(conn);
+    let mut reader = BufReader::new(&*stream);
     loop {
         let start = answer.len();
-        if reader.read_line(&mut answer).map_err(|e| format!("{ifname}: {e}"))? == 0 {
-            return Err(format!("{ifname}: the answer ended early (no errno line)"));
+        if reader.read_line(&mut answer).map_err(|e| e.to_string())? == 0 {
+            return Err("the answer ended early (no errno line)".into());
         }
         if answer[start..].starts_with("errno=") {
             return Ok(answer);
@@ -38,11 +47,48 @@ pub fn exchange(ifname: &str, request: &str) -> Result<Zeroizing<String>, String
     }
 }
 
+/// The errno of an answer that [`exchange`] returned (its last line), or None if that line is
+/// not `errno=N`.
+fn errno_of(answer: &str) -> Option<i32> {
+    answer.lines().last().and_then(|l| l.strip_prefix("errno=")).and_then(|v| v.parse().ok())
+}
+
 /// Sends a request and returns the errno it was answered with (0: done).
 pub fn errno(ifname: &str, request: &str) -> Result<i32, String> {
     let answer = exchange(ifname, request)?;
-    let line = answer.lines().last().unwrap_or_default();
-    line.strip_prefix("errno=").and_then(|v| v.parse().ok()).ok_or_else(|| format!("{ifname}: bad errno line {line:?}"))
+    errno_of(&answer).ok_or_else(|| format!("{ifname}: bad errno line {:?}", answer.lines().last().unwrap_or_default()))
+}
+
+/// Sends a `set=1` request (lines and the empty line that ends it) over a connected stream and
+/// checks that it was answered with `errno=0`. Errors: as [`exchange_on`], or `set refused:
+/// errno=N` for any other errno.
+pub fn set_on(stream: &mut UnixStream, request: &str) -> Result<(), String> {
+    let answer = exchange_on(stream, request)?;
+    match errno_of(&answer) {
+        Some(0) => Ok(()),
+        _ => Err(format!("set refused: {}", answer.lines().last().unwrap_or_default())),
+    }
+}
+
+/// Connects to the socket at `path` of a daemon just started as `child`, as soon as it accepts
+/// (tried every 200 us), for up to `limit`. Errors: the child exited first (the message quotes
+/// `log`, where the daemon wrote its output, trimmed), or `limit` passed. The child is only
+/// polled (`try_wait`), never waited for or killed.
+pub fn connect_while_alive(path: &Path, child: &mut Child, log: &Path, limit: Duration) -> Result<UnixStream, String> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Ok(s) = UnixStream::connect(path) {
+            return Ok(s);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("the daemon for {} exited ({status}): {}", path.display(), said.trim()));
+        }
+        if Instant::now() > until {
+            return Err(format!("{} did not accept within {} s", path.display(), limit.as_secs()));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// The full `get=1` answer, secrets included (for `veil down` with SaveConfig).

@@ -20,10 +20,8 @@ mod state;
 pub mod topology;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -32,6 +30,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use rand_core::OsRng;
 
+use crate::control::uapi_client;
 use crate::noise::{PresharedKey, StaticSecret, keys::hex};
 pub use exec::exec;
 pub use state::{State, StateNode, default_dir, down_by_name, guard, resolve};
@@ -249,7 +248,7 @@ impl Lab {
         // A socket that answers belongs to a daemon outside the lab: never configure that one.
         for t in plan.nodes.iter().filter_map(|n| n.tunnel.as_ref()) {
             let path = self.state.socket_dir.join(format!("{}.sock", t.ifname));
-            if UnixStream::connect(&path).is_ok() {
+            if uapi_client::served(&path) {
                 return Err(format!(
                     "interface name {} is in use ({} answers): give the node another `ifname`",
                     t.ifname,
@@ -338,7 +337,7 @@ impl Lab {
                 if let Some(psk) = p.psk.and_then(|k| psks[k].as_ref()) {
                     request += &format!("preshared_key={}\n", hex(psk.as_bytes()));
                 }
-                if let Some(e) = p.endpoint {
+                if let Some(e) = &p.endpoint {
                     request += &format!("endpoint={e}\n");
                 }
                 if let Some(k) = p.keepalive {
@@ -352,8 +351,8 @@ impl Lab {
             request += "\n";
             let path = self.state.socket_dir.join(format!("{}.sock", t.ifname));
             let child = self.daemons[i].as_mut().expect("a tunnel node has a daemon");
-            let mut conn = connect(&path, child, &self.nodes[i].log)?;
-            uapi_set(&mut conn, &request).map_err(|e| format!("{}: {e}", t.ifname))?;
+            let mut conn = uapi_client::connect_while_alive(&path, child, &self.nodes[i].log, START_LIMIT)?;
+            uapi_client::set_on(&mut conn, &request).map_err(|e| format!("{}: {e}", t.ifname))?;
 
             let what = |e| format!("{} in {}: {e}", t.ifname, n.name);
             let index = {
@@ -504,43 +503,6 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.down();
-    }
-}
-
-/// Connects to a daemon's socket as soon as it accepts (polled every 200 us).
-fn connect(path: &Path, child: &mut Child, log: &Path) -> Result<UnixStream, String> {
-    let until = Instant::now() + START_LIMIT;
-    loop {
-        if let Ok(s) = UnixStream::connect(path) {
-            return Ok(s);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("the daemon for {} exited ({status}): {}", path.display(), said.trim()));
-        }
-        if Instant::now() > until {
-            return Err(format!("{} did not accept within {} s", path.display(), START_LIMIT.as_secs()));
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-/// Sends a UAPI set request and checks its `errno=0`.
-fn uapi_set(stream: &mut UnixStream, request: &str) -> Result<(), String> {
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(START_LIMIT)).map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err("the socket closed before the answer".into());
-        }
-        match line.trim_end() {
-            "errno=0" => return Ok(()),
-            l if l.starts_with("errno=") => return Err(format!("set refused: {l}")),
-            _ => {}
-        }
     }
 }
 
