@@ -108,6 +108,13 @@ pub struct TunnelSpec {
     /// other learns its endpoint from it); both know each other's if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialer: Option<String>,
+    /// Where each side sends to the other, as the UAPI's `endpoint=` takes it (`HOST:PORT`,
+    /// `[V6%ZONE]:PORT`): the first for `nodes[0]`, the second for `nodes[1]`; `""` for a side
+    /// that does not know it. For a peer reached through a relay on a third node, or at a
+    /// link-local address with its zone; then no link need join the two nodes. Not with
+    /// `dialer`. Without it: the other's address on a link that joins them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<[String; 2]>,
 }
 
 /// A topology turned into concrete names, addresses and peers.
@@ -162,8 +169,8 @@ pub struct PlannedTunnel {
 pub struct PlannedPeer {
     /// The peer's node (index in [`Plan::nodes`]).
     pub node: usize,
-    /// Where to send to the peer, if this side knows it.
-    pub endpoint: Option<SocketAddr>,
+    /// Where to send to the peer (as the UAPI's `endpoint=` takes it), if this side knows it.
+    pub endpoint: Option<String>,
     /// The peer's tunnel addresses as host prefixes, then its subnets, then the tunnel's extra
     /// allowed IPs; each is routed into the tunnel.
     pub allowed_ips: Vec<IpNet>,
@@ -279,6 +286,14 @@ impl Topology {
             if dialer.is_some_and(|d| !ends.contains(&d)) {
                 return Err(format!("{what}: the dialer must be one of its two nodes"));
             }
+            if let Some(e) = &tunnel.endpoints {
+                if dialer.is_some() {
+                    return Err(format!("{what}: give either `dialer` or `endpoints`"));
+                }
+                if let Some(bad) = e.iter().find(|e| e.chars().any(|c| c.is_whitespace() || c.is_control())) {
+                    return Err(format!("{what}: endpoint {bad:?} has a space or control character"));
+                }
+            }
             psks.push(tunnel.psk);
             for side in 0..2 {
                 let (me, peer) = (ends[side], ends[1 - side]);
@@ -287,14 +302,16 @@ impl Topology {
                         nodes[n].tunnel = Some(self.tunnel_of(n)?);
                     }
                 }
-                let endpoint = if dialer.is_none_or(|d| d == me) {
+                let endpoint = if let Some(e) = &tunnel.endpoints {
+                    Some(e[side].clone()).filter(|e| !e.is_empty())
+                } else if dialer.is_none_or(|d| d == me) {
                     let link = links
                         .iter()
                         .find(|l| l.nodes == [me, peer] || l.nodes == [peer, me])
                         .ok_or_else(|| format!("{what}: no link joins the two nodes (the lab does not route)"))?;
                     let at = if link.nodes[0] == peer { 0 } else { 1 };
                     let port = self.nodes[peer].listen_port.unwrap_or(DEFAULT_PORT);
-                    Some(SocketAddr::new(link.addresses[at].addr(), port))
+                    Some(SocketAddr::new(link.addresses[at].addr(), port).to_string())
                 } else {
                     None
                 };
@@ -403,11 +420,29 @@ dialer = "a"
         assert_eq!(a.ifname, "wg-a");
         assert_eq!(a.addresses[0].to_string(), "10.100.0.1/24");
         assert_eq!(b.addresses[1].to_string(), "fd00:100::2/64");
-        assert_eq!(a.peers[0].endpoint, Some("10.200.0.2:51820".parse().unwrap()));
+        assert_eq!(a.peers[0].endpoint.as_deref(), Some("10.200.0.2:51820"));
         assert_eq!(b.peers[0].endpoint, None, "only the dialer knows the endpoint");
         let allowed: Vec<String> = b.peers[0].allowed_ips.iter().map(ToString::to_string).collect();
         assert_eq!(allowed, ["10.100.0.1/32", "fd00:100::1/128", "192.168.1.0/24"]);
         assert_eq!((a.peers[0].psk, plan.psks.clone()), (Some(0), vec![true]));
+    }
+
+    #[test]
+    fn given_endpoints_need_no_link_and_may_leave_a_side_without() {
+        let text = "[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"r\"\n[[nodes]]\nname = \"b\"\n\
+                    [[links]]\nnodes = [\"a\", \"r\"]\n[[links]]\nnodes = [\"b\", \"r\"]\n\
+                    [[tunnels]]\nnodes = [\"a\", \"b\"]\nendpoints = [\"10.200.0.2:40000\", \"\"]\n";
+        let plan = Topology::from_toml(text).unwrap().plan().unwrap();
+        let peer = |n: usize| plan.nodes[n].tunnel.as_ref().unwrap().peers[0].endpoint.clone();
+        assert_eq!((peer(0).as_deref(), peer(2)), (Some("10.200.0.2:40000"), None));
+        assert!(plan.nodes[1].tunnel.is_none(), "the relay's node is in no tunnel");
+
+        let mut t = Topology::from_toml(text).unwrap();
+        t.tunnels[0].dialer = Some("a".into());
+        assert!(t.plan().unwrap_err().contains("either `dialer` or `endpoints`"));
+        t.tunnels[0].dialer = None;
+        t.tunnels[0].endpoints = Some(["10.200.0.2:40000\nprivate_key=00".into(), String::new()]);
+        assert!(t.plan().unwrap_err().contains("control character"));
     }
 
     #[test]
