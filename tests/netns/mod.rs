@@ -77,7 +77,9 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A network namespace, deleted on drop (with everything in it) unless a lab owns it.
+/// A network namespace. On drop the processes in it are stopped (SIGTERM, then SIGKILL after
+/// 3 s: daemons `veil up` or wg-quick started there) and it is deleted, unless a lab owns it
+/// (then the lab deletes it, and stops its own daemons).
 pub struct Netns {
     pub name: String,
     /// Whether this value deletes it on drop (false for a lab's node: the lab does).
@@ -121,17 +123,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if !self.owned {
-            return;
-        }
         // A polite stop first so daemons still inside remove their UAPI sockets, then force.
+        // A lab's own daemons stopped here are reaped by the lab.
         let pids = || sh_out(&format!("ip netns pids {}", self.name)).stdout;
         if !pids().is_empty() {
             let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -TERM", self.name));
             wait_until(Duration::from_secs(3), || pids().is_empty());
+            let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", self.name));
         }
-        let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", self.name));
-        let _ = sh_out(&format!("ip netns del {}", self.name));
+        if self.owned {
+            let _ = sh_out(&format!("ip netns del {}", self.name));
+        }
     }
 }
 
@@ -245,6 +247,51 @@ impl Drop for TempFile {
     }
 }
 
+/// Brings `topology` up through veil's lab, panicking with the lab's error.
+pub fn lab_up(topology: &Topology) -> Lab {
+    Lab::up(topology, &veil::lab::Options::new(veil_bin())).unwrap_or_else(|e| panic!("lab up: {e}"))
+}
+
+/// A lab node in no tunnel: a namespace only (a relay, or where a test runs `veil up`).
+pub fn plain_node(name: &str) -> NodeSpec {
+    NodeSpec { name: name.into(), ..NodeSpec::default() }
+}
+
+/// A lab link between nodes `a` and `b` with addresses `addrs` (CIDR, in that order).
+pub fn lab_link(a: &str, b: &str, addrs: [&str; 2]) -> LinkSpec {
+    let net = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    LinkSpec { nodes: [a.into(), b.into()], addresses: Some([net(addrs[0]), net(addrs[1])]), mtu: None }
+}
+
+/// Two lab nodes `a` and `b` joined by one veth link, and no tunnel: namespaces for tests that
+/// make their tunnels themselves (`veil up`, wg-quick). The lab is taken down when this is
+/// dropped, after whatever runs in the namespaces is stopped.
+pub struct LabNodes {
+    pub na: Netns,
+    pub nb: Netns,
+    /// The veth ends in `na` and `nb`.
+    pub veth_a: String,
+    pub veth_b: String,
+    pub lab: Lab,
+}
+
+/// [`LabNodes`] in a lab named after `tag`, with `underlay` (CIDR) on the link's two ends.
+pub fn lab_nodes(tag: &str, underlay: [&str; 2]) -> LabNodes {
+    let lab = lab_up(&Topology {
+        name: Some(unique(tag)),
+        nodes: vec![plain_node("a"), plain_node("b")],
+        links: vec![lab_link("a", "b", underlay)],
+        ..Topology::default()
+    });
+    LabNodes {
+        na: Netns::of(&lab, "a"),
+        nb: Netns::of(&lab, "b"),
+        veth_a: lab.node("a").veth_to("b").unwrap().0.to_string(),
+        veth_b: lab.node("b").veth_to("a").unwrap().0.to_string(),
+        lab,
+    }
+}
+
 /// Two lab nodes `a` and `b`, one veth link between them, a tunnel between them: what the
 /// netns tests' pairs are made of. The lab is taken down when this is dropped.
 pub struct LabPair {
@@ -274,10 +321,20 @@ pub struct PairSpec<'a> {
     pub inner_mtu: u32,
     /// Extra `NAME=value` words for both daemons' environment.
     pub env: &'a str,
+    /// And for `a`'s and for `b`'s alone.
+    pub node_env: [&'a str; 2],
+    /// Options for a veil daemon at `a` and at `b`, before the interface name (after `-f`).
+    pub veil_args: [&'a [&'a str]; 2],
     /// Whether the tunnel has a (fresh) preshared key: [`Lab::psk`].
     pub psk: bool,
     /// The only node (`"a"` or `"b"`) that knows the other's endpoint; None: each knows it.
     pub dialer: Option<&'a str>,
+    /// Or the endpoints `a` and `b` have for each other, `""` for none (the lab's `endpoints`).
+    pub endpoints: Option<[&'a str; 2]>,
+    /// Persistent keepalive, both sides.
+    pub keepalive: Option<u16>,
+    /// More allowed IPs (CIDR) of `a`'s peer `b` and of `b`'s peer `a`, routed into the tunnel.
+    pub allowed_ips: [&'a [&'a str]; 2],
 }
 
 impl Default for PairSpec<'_> {
@@ -291,18 +348,25 @@ impl Default for PairSpec<'_> {
             ports: [51820, 51821],
             inner_mtu: 1420,
             env: "",
+            node_env: ["", ""],
+            veil_args: [&[], &[]],
             psk: false,
             dialer: None,
+            endpoints: None,
+            keepalive: None,
+            allowed_ips: [&[], &[]],
         }
     }
 }
 
-/// A lab node's tunnel, shaped like an [`Endpoint`]'s: interface, keys, daemon.
+/// A lab node's tunnel: interface, keys, daemon.
 pub struct LabTunnel {
     pub ifname: String,
     pub keys: Keys,
     /// The daemon's process id.
     pub pid: u32,
+    /// The daemon's log (its standard output and error), until the lab goes down.
+    pub log: PathBuf,
 }
 
 impl LabTunnel {
@@ -313,6 +377,7 @@ impl LabTunnel {
             ifname: n.ifname().expect("a node in a tunnel").to_string(),
             keys: Keys { private: n.private_key().unwrap(), public: n.public_key().unwrap() },
             pid: lab.daemon_pid(node).unwrap(),
+            log: n.log_path().to_path_buf(),
         }
     }
 
@@ -323,23 +388,43 @@ impl LabTunnel {
             .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])))
     }
 
+    /// SIGTERM, then up to `grace` for the daemon to exit on its own; true if it did.
+    pub fn terminate(&self, grace: Duration) -> bool {
+        // SAFETY: kill with a pid of the lab's child, which the lab has not reaped yet.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        wait_until(grace, || !self.running())
+    }
+
+    /// What the daemon has written to its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| panic!("{}: {e}", self.log.display()))
+    }
+
     pub fn listen(&self, ns: &Netns, port: u16) {
         ns.sh(&format!("wg set {} listen-port {port}", self.ifname));
     }
 }
 
-/// Brings up a [`LabPair`] as `spec` says, through veil's lab.
-pub fn lab_pair(spec: PairSpec) -> LabPair {
+/// The topology of a [`LabPair`] as `spec` says: nodes `a` and `b`, their link, their tunnel.
+/// A test may add to it before [`LabPair::up`].
+pub fn pair_topology(spec: PairSpec) -> Topology {
     let net = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
-    let env: std::collections::BTreeMap<String, String> = spec
-        .env
-        .split_whitespace()
-        .map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).expect("NAME=value"))
-        .collect();
+    let words = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.split_whitespace()
+            .map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).expect("NAME=value"))
+            .collect()
+    };
     let node = |i: usize, name: &str| {
-        let (daemon, extra) = spec.imp[i].lab_daemon();
-        let mut env = env.clone();
+        let (mut daemon, extra) = spec.imp[i].lab_daemon();
+        if !spec.veil_args[i].is_empty() {
+            assert_eq!(spec.imp[i], Impl::Veil, "veil_args are for veil");
+            let bin = veil_bin().display().to_string();
+            let args = spec.veil_args[i].iter().map(|a| a.to_string());
+            daemon = Some([bin, "-f".into()].into_iter().chain(args).chain(["{if}".to_string()]).collect());
+        }
+        let mut env = words(spec.env);
         env.extend(extra);
+        env.extend(words(spec.node_env[i]));
         NodeSpec {
             name: name.into(),
             ifname: Some(unique("wg")),
@@ -351,7 +436,8 @@ pub fn lab_pair(spec: PairSpec) -> LabPair {
             ..NodeSpec::default()
         }
     };
-    let topology = Topology {
+    let extra = spec.allowed_ips.map(|l| l.iter().map(|a| net(a)).collect::<Vec<_>>());
+    Topology {
         name: Some(unique(spec.tag)),
         nodes: vec![node(0, "a"), node(1, "b")],
         links: vec![LinkSpec {
@@ -362,20 +448,33 @@ pub fn lab_pair(spec: PairSpec) -> LabPair {
         tunnels: vec![TunnelSpec {
             nodes: ["a".into(), "b".into()],
             psk: spec.psk,
+            keepalive: spec.keepalive,
+            allowed_ips: (!extra.iter().all(Vec::is_empty)).then_some(extra),
             dialer: spec.dialer.map(str::to_string),
-            ..TunnelSpec::default()
+            endpoints: spec.endpoints.map(|e| e.map(str::to_string)),
         }],
         ..Topology::default()
-    };
-    let lab = Lab::up(&topology, &veil::lab::Options::new(veil_bin())).unwrap_or_else(|e| panic!("lab up: {e}"));
-    LabPair {
-        na: Netns::of(&lab, "a"),
-        nb: Netns::of(&lab, "b"),
-        a: LabTunnel::of(&lab, "a"),
-        b: LabTunnel::of(&lab, "b"),
-        veth_a: lab.node("a").veth_to("b").unwrap().0.to_string(),
-        veth_b: lab.node("b").veth_to("a").unwrap().0.to_string(),
-        lab,
+    }
+}
+
+/// Brings up a [`LabPair`] as `spec` says, through veil's lab.
+pub fn lab_pair(spec: PairSpec) -> LabPair {
+    LabPair::up(&pair_topology(spec))
+}
+
+impl LabPair {
+    /// Brings up `topology`, a [`pair_topology`] perhaps with more nodes and links.
+    pub fn up(topology: &Topology) -> LabPair {
+        let lab = lab_up(topology);
+        LabPair {
+            na: Netns::of(&lab, "a"),
+            nb: Netns::of(&lab, "b"),
+            a: LabTunnel::of(&lab, "a"),
+            b: LabTunnel::of(&lab, "b"),
+            veth_a: lab.node("a").veth_to("b").map(|v| v.0.to_string()).unwrap_or_default(),
+            veth_b: lab.node("b").veth_to("a").map(|v| v.0.to_string()).unwrap_or_default(),
+            lab,
+        }
     }
 }
 
