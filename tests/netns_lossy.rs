@@ -38,17 +38,18 @@ const BAD: Impairment = Impairment {
     reorder_delay: Duration::from_millis(3),
 };
 
-/// Three namespaces in a line, a - relay - b, with the relay's namespace not forwarding: a and b
+/// Three lab nodes in a line, a - relay - b, with the relay's namespace not forwarding: a and b
 /// reach each other only through the relay. a is 10.8.1.1 and the relay 10.8.1.2 on one veth, b
 /// is 10.8.2.1 and the relay 10.8.2.2 on the other; each peer's endpoint for the other is the
 /// relay's address on its own side.
 struct Lossy {
     relay: Relay,
-    a: Endpoint,
-    b: Endpoint,
+    a: LabTunnel,
+    b: LabTunnel,
     na: Netns,
     nb: Netns,
     _nr: Netns,
+    _lab: Lab,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -58,26 +59,33 @@ fn addr(s: &str) -> SocketAddr {
 /// `imp_a` in a, `imp_b` in b (both started with `env`), the relay between them impairing
 /// a -> b with `a_to_b` and b -> a with `b_to_a`, its RNG seeded with `seed`.
 fn lossy(imp_a: Impl, imp_b: Impl, env: &str, a_to_b: Impairment, b_to_a: Impairment, seed: u64) -> Lossy {
-    let (na, nr, nb) = (Netns::new("lsa"), Netns::new("lsr"), Netns::new("lsb"));
-    link(&na, &nr, &["10.8.1.1/24"], &["10.8.1.2/24"]);
-    link(&nb, &nr, &["10.8.2.1/24"], &["10.8.2.2/24"]);
+    let (to_b, to_a) = (format!("10.8.1.2:{RELAY_PORT}"), format!("10.8.2.2:{RELAY_PORT}"));
+    let mut topology = pair_topology(PairSpec {
+        tag: "ls",
+        imp: [imp_a, imp_b],
+        tunnel: [&A_ADDRS, &B_ADDRS],
+        ports: [A_PORT, B_PORT],
+        env,
+        endpoints: Some([&to_b, &to_a]),
+        ..PairSpec::default()
+    });
+    topology.nodes.push(plain_node("r"));
+    topology.links =
+        vec![lab_link("a", "r", ["10.8.1.1/24", "10.8.1.2/24"]), lab_link("b", "r", ["10.8.2.1/24", "10.8.2.2/24"])];
+    let lab = lab_up(&topology);
+    let (na, nr, nb) = (Netns::of(&lab, "a"), Netns::of(&lab, "r"), Netns::of(&lab, "b"));
     nr.sh("sysctl -qw net.ipv4.ip_forward=0");
     let relay = Relay::start(
         &nr,
-        Side { listen: addr(&format!("10.8.1.2:{RELAY_PORT}")), peer: addr(&format!("10.8.1.1:{A_PORT}")) },
-        Side { listen: addr(&format!("10.8.2.2:{RELAY_PORT}")), peer: addr(&format!("10.8.2.1:{B_PORT}")) },
+        Side { listen: addr(&to_b), peer: addr(&format!("10.8.1.1:{A_PORT}")) },
+        Side { listen: addr(&to_a), peer: addr(&format!("10.8.2.1:{B_PORT}")) },
         a_to_b,
         b_to_a,
         seed,
         RELAY_LIFETIME,
     );
-    let a = endpoint(&na, imp_a, &A_ADDRS, env);
-    let b = endpoint(&nb, imp_b, &B_ADDRS, env);
-    a.listen(&na, A_PORT);
-    b.listen(&nb, B_PORT);
-    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&format!("10.8.1.2:{RELAY_PORT}")), None);
-    b.add_peer(&nb, &a, "10.9.0.1/32,fd09::1/128", Some(&format!("10.8.2.2:{RELAY_PORT}")), None);
-    Lossy { relay, a, b, na, nb, _nr: nr }
+    let (a, b) = (LabTunnel::of(&lab, "a"), LabTunnel::of(&lab, "b"));
+    Lossy { relay, a, b, na, nb, _nr: nr, _lab: lab }
 }
 
 impl Lossy {
