@@ -65,8 +65,7 @@ fn pair_with_env(imp_a: Impl, imp_b: Impl, ua: &str, ub: &str, inner_mtu: u32, u
         ports: [A_PORT, B_PORT],
         inner_mtu,
         env,
-        psk: false,
-        dialer: None,
+        ..PairSpec::default()
     })
 }
 
@@ -636,20 +635,22 @@ fn a_routing_loop_through_the_tunnel_is_cut_and_logged_once() {
     if !require_root(test) {
         return;
     }
-    let (na, nb) = (Netns::new("rla"), Netns::new("rlb"));
-    let (_, _) = link(&na, &nb, &["10.8.9.1/24"], &["10.8.9.2/24"]);
-    let mut a = endpoint(&na, Impl::Veil, &["10.9.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.9.0.2/24"], "");
-    a.listen(&na, A_PORT);
-    b.listen(&nb, B_PORT);
-    // B's endpoint is inside the allowed IPs, and routed into the tunnel.
-    a.add_peer(&na, &b, "10.9.0.2/32,10.8.9.2/32", Some(&sockaddr("10.8.9.2", B_PORT)), None);
-    b.add_peer(&nb, &a, "10.9.0.1/32", None, None);
+    let p = lab_pair(PairSpec {
+        tag: "rl",
+        underlay: ["10.8.9.1/24", "10.8.9.2/24"],
+        tunnel: [&["10.9.0.1/24"], &["10.9.0.2/24"]],
+        ports: [A_PORT, B_PORT],
+        dialer: Some("a"),
+        ..PairSpec::default()
+    });
+    let (na, a, b) = (&p.na, &p.a, &p.b);
+    // B's endpoint is inside the allowed IPs (the route into the tunnel comes below).
+    na.sh(&format!("wg set {} peer {} allowed-ips 10.9.0.2/32,10.8.9.2/32", a.ifname, b.keys.public));
     // A session first (over the veth), then the route that sends the tunnel into itself: from
     // now on every data message A seals comes back through its TUN.
     assert!(na.ping_until("10.9.0.2", HANDSHAKE_LIMIT), "{test}: the tunnel never came up");
     na.sh(&format!("ip route add 10.8.9.2/32 dev {}", a.ifname));
-    let into_tun = || link_stat(&na, &a.ifname, "tx_packets");
+    let into_tun = || link_stat(na, &a.ifname, "tx_packets");
     let before = into_tun();
     let _ = na.sh_out("ping -c 3 -i 0.2 -W 1 10.9.0.2");
     std::thread::sleep(Duration::from_secs(1));
@@ -659,11 +660,7 @@ fn a_routing_loop_through_the_tunnel_is_cut_and_logged_once() {
         "{test}: {looped} packets went into the TUN in about 2 s: the loop was not cut (3 pings are a handful; \
          the engine before issue 11's fix looped 1.4 million)"
     );
-    assert!(a.proc.terminate(Duration::from_secs(10)), "{test}: veil stops on SIGTERM");
-    let mut err = String::new();
-    if let Some(mut e) = a.proc.child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    assert!(a.terminate(Duration::from_secs(10)), "{test}: veil stops on SIGTERM");
+    let err = a.log_text();
     assert_eq!(err.matches("routing loop").count(), 1, "{test}: the loop is logged exactly once:\n{err}");
 }
