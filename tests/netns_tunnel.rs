@@ -376,17 +376,18 @@ fn link_local_ipv6_underlay_with_the_zone_as_an_interface_name() {
     if !require_root("link_local_ipv6_underlay_with_the_zone_as_an_interface_name") {
         return;
     }
-    let (na, nb) = (Netns::new("vla"), Netns::new("vlb"));
-    let (veth_a, veth_b) = link(&na, &nb, &["fe80::a/64"], &["fe80::b/64"]);
-    let a = endpoint(&na, Impl::Veil, &A_ADDRS, "");
-    let b = endpoint(&nb, Impl::Veil, &B_ADDRS, "");
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
-    // wg passes the zone on as the interface name: endpoint=[fe80::b%va…]:51821.
-    let ep_b = format!("[fe80::b%{veth_a}]:51821");
-    a.add_peer(&na, &b, "10.9.0.2/32,fd09::2/128", Some(&ep_b), None);
-    b.add_peer(&nb, &a, "10.9.0.1/32,fd09::1/128", None, None);
-    ping_both_ways(&na, &nb);
+    // The veth end in a toward b is called b: wg passes the zone on as the interface name,
+    // endpoint=[fe80::b%b]:51821, and so does the lab.
+    let p = lab_pair(PairSpec {
+        tag: "vl",
+        underlay: ["fe80::a/64", "fe80::b/64"],
+        tunnel: [&A_ADDRS, &B_ADDRS],
+        endpoints: Some(["[fe80::b%b]:51821", ""]),
+        ..PairSpec::default()
+    });
+    let (na, nb, a, b, veth_a, veth_b) = (&p.na, &p.nb, &p.a, &p.b, &p.veth_a, &p.veth_b);
+    assert_eq!(veth_a, "b", "the zone in the endpoint above");
+    ping_both_ways(na, nb);
     // Each side's endpoint follows the other's source address (either of its two link-local
     // addresses: fe80::a or b and the one the kernel made), and keeps the zone.
     let at_a = na.sh(&format!("wg show {} endpoints", a.ifname));
