@@ -96,14 +96,21 @@ fn user_option_runs_as_that_user_with_the_same_capabilities() {
         return;
     }
     let (uid, gid) = nobody();
-    let (na, nb) = (Netns::new("vua"), Netns::new("vub"));
-    link(&na, &nb, &["192.168.72.1/24"], &["192.168.72.2/24"]);
-    let if_a = unique("wg");
-    let cmd = format!("{} -f --user nobody {if_a}", veil_bin().display());
-    let a = endpoint_cmd(&na, Impl::Veil, if_a, &cmd, &["10.9.0.1/24"]);
-    let mut b = endpoint(&nb, Impl::Veil, &["10.9.0.2/24"], "VEIL_USER=nobody");
-    for e in [&a, &b] {
-        let pid = e.proc.child.id();
+    // a is told on the command line, b through the environment; b listens on port 443.
+    let p = lab_pair(PairSpec {
+        tag: "vu",
+        underlay: ["192.168.72.1/24", "192.168.72.2/24"],
+        tunnel: [&["10.9.0.1/24"], &["10.9.0.2/24"]],
+        ports: [51820, 443],
+        node_env: ["", "VEIL_USER=nobody"],
+        veil_args: [&["--user", "nobody"], &[]],
+        psk: true,
+        dialer: Some("a"),
+        ..PairSpec::default()
+    });
+    let (na, nb, a, b) = (&p.na, &p.nb, &p.a, &p.b);
+    for e in [a, b] {
+        let pid = e.pid;
         let ids = |field| status(pid, field).split_whitespace().map(|v| v.parse().unwrap()).collect::<Vec<u32>>();
         assert_eq!(ids("Uid"), [uid; 4], "{}: real, effective, saved and filesystem uid", e.ifname);
         assert_eq!(ids("Gid"), [gid; 4], "{}: gids", e.ifname);
@@ -112,15 +119,11 @@ fn user_option_runs_as_that_user_with_the_same_capabilities() {
         // Non-dumpable: the kernel gives its /proc files to root instead of the process's user.
         assert_eq!(std::fs::metadata(format!("/proc/{pid}/status")).unwrap().uid(), 0, "{}: dumpable", e.ifname);
     }
-    a.listen(&na, 51820);
-    b.listen(&nb, 443);
-    let psk = psk();
-    a.add_peer(&na, &b, "10.9.0.2/32", Some("192.168.72.2:443"), Some(&psk));
-    b.add_peer(&nb, &a, "10.9.0.1/32", None, Some(&psk));
-    ping_both_ways(&na, &nb, "as nobody");
+    assert_eq!(nb.sh(&format!("wg show {} listen-port", b.ifname)).trim(), "443");
+    ping_both_ways(na, nb, "as nobody");
 
     let sock = format!("/var/run/wireguard/{}.sock", b.ifname);
-    assert!(b.proc.terminate(Duration::from_secs(3)), "the daemon did not stop on SIGTERM");
+    assert!(b.terminate(Duration::from_secs(3)), "the daemon did not stop on SIGTERM");
     assert!(
         wait_until(Duration::from_secs(3), || !std::path::Path::new(&sock).exists()),
         "{sock} was left behind by a daemon that ran as nobody"
@@ -158,30 +161,29 @@ fn no_key_or_psk_in_the_logs_at_the_most_verbose_level() {
     if !require_root("no_key_or_psk_in_the_logs_at_the_most_verbose_level") {
         return;
     }
-    let (na, nb) = (Netns::new("vla"), Netns::new("vlb"));
-    link(&na, &nb, &["192.168.73.1/24"], &["192.168.73.2/24"]);
-    let (log_a, log_b) = (TempFile::new(""), TempFile::new(""));
-    let env = "LOG_LEVEL=trace VEIL_REKEY_AFTER_TIME_MS=1000 VEIL_REKEY_TIMEOUT_MS=500";
-    let start = |ns: &Netns, addr: &str, log: &TempFile| {
-        let ifname = unique("wg");
-        let cmd = format!("env {env} {} -f {ifname} 2>{}", veil_bin().display(), log.path());
-        endpoint_cmd(ns, Impl::Veil, ifname, &cmd, &[addr])
+    let p = lab_pair(PairSpec {
+        tag: "vk",
+        underlay: ["192.168.73.1/24", "192.168.73.2/24"],
+        tunnel: [&["10.9.0.1/24"], &["10.9.0.2/24"]],
+        env: "LOG_LEVEL=trace VEIL_REKEY_AFTER_TIME_MS=1000 VEIL_REKEY_TIMEOUT_MS=500",
+        psk: true,
+        dialer: Some("a"),
+        ..PairSpec::default()
+    });
+    let (na, nb, a, b) = (&p.na, &p.nb, &p.a, &p.b);
+    let (psk1, psk2) = (p.lab.psk("a", "b").unwrap(), psk());
+    let set_psk = |ns: &Netns, me: &LabTunnel, other: &LabTunnel, psk: &str| {
+        let f = TempFile::new(psk);
+        ns.sh(&format!("wg set {} peer {} preshared-key {}", me.ifname, other.keys.public, f.path()));
     };
-    let mut a = start(&na, "10.9.0.1/24", &log_a);
-    let mut b = start(&nb, "10.9.0.2/24", &log_b);
-    let (psk1, psk2) = (psk(), psk());
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
-    a.add_peer(&na, &b, "10.9.0.2/32", Some("192.168.73.2:51821"), Some(&psk1));
-    b.add_peer(&nb, &a, "10.9.0.1/32", None, Some(&psk1));
-    ping_both_ways(&na, &nb, "first handshake");
+    ping_both_ways(na, nb, "first handshake");
     // Rekeys: the initiator's session is a second old by the end of each.
     assert!(na.ping("10.9.0.2", 15), "pings across rekeys");
 
     // A psk rotated on one side: its handshakes are refused by the other until both agree.
-    a.add_peer(&na, &b, "10.9.0.2/32", None, Some(&psk2));
+    set_psk(na, a, b, &psk2);
     let _ = na.sh_out("ping -c 8 -i 0.25 -W 1 10.9.0.2");
-    b.add_peer(&nb, &a, "10.9.0.1/32", None, Some(&psk2));
+    set_psk(nb, b, a, &psk2);
     assert!(na.ping_until("10.9.0.2", Duration::from_secs(10)), "after the psk rotation");
 
     // A set that carries secrets and is refused (a /33): its error must not echo them.
@@ -197,13 +199,12 @@ fn no_key_or_psk_in_the_logs_at_the_most_verbose_level() {
         ),
     );
     assert!(answer.contains("errno=-22"), "the set should be refused: {answer}");
-    for (ns, e) in [(&na, &a), (&nb, &b)] {
+    for (ns, e) in [(na, a), (nb, b)] {
         assert!(ns.sh(&format!("wg showconf {}", e.ifname)).contains(&e.keys.private));
     }
-    assert!(a.proc.terminate(Duration::from_secs(3)) && b.proc.terminate(Duration::from_secs(3)));
+    assert!(a.terminate(Duration::from_secs(3)) && b.terminate(Duration::from_secs(3)));
 
-    let logs =
-        [("a", std::fs::read_to_string(log_a.path()).unwrap()), ("b", std::fs::read_to_string(log_b.path()).unwrap())];
+    let logs = [("a", a.log_text()), ("b", b.log_text())];
     let count = |needle: &str| logs.iter().map(|(_, l)| l.matches(needle).count()).sum::<usize>();
     // The logs did cover what they should have: handshakes, rekeys, refusals, the stop.
     assert!(count("session established") >= 4, "too few handshakes logged:\n{logs:?}");
