@@ -10,25 +10,29 @@ fn veil(args: &str) -> std::process::Output {
     sh_out(&format!("{} {args}", veil_bin().display()))
 }
 
-/// A veil pair with one completed handshake and some traffic, ready to be shown.
-fn busy_pair() -> (Netns, Netns, Endpoint, Endpoint) {
-    let (na, nb) = (Netns::new("sha"), Netns::new("shb"));
-    let a = endpoint(&na, Impl::Veil, &["10.62.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.62.0.2/24"], "");
-    connect(na, nb, a, b)
+/// A veil pair with one completed handshake and some traffic, ready to be shown: a (10.62.0.1,
+/// port 51820) knows b's endpoint (10.61.0.2:51821) and keeps it alive every 25 s, b is also
+/// allowed 10.63.0.0/16, with a psk.
+fn busy_pair() -> LabPair {
+    busy_pair_with(["", ""], [&[], &[]])
 }
 
-/// Links `a` (in `na`) and `b` (in `nb`), makes them peers and pings through the tunnel.
-fn connect(na: Netns, nb: Netns, a: Endpoint, b: Endpoint) -> (Netns, Netns, Endpoint, Endpoint) {
-    link(&na, &nb, &["10.61.0.1/24"], &["10.61.0.2/24"]);
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
-    let k = psk();
-    a.add_peer(&na, &b, "10.62.0.2/32,10.63.0.0/16", Some("10.61.0.2:51821"), Some(&k));
-    b.add_peer(&nb, &a, "10.62.0.1/32", None, Some(&k));
-    na.sh(&format!("wg set {} peer {} persistent-keepalive 25", a.ifname, b.keys.public));
-    assert!(na.ping_until("10.62.0.2", Duration::from_secs(10)), "tunnel up");
-    (na, nb, a, b)
+/// [`busy_pair`], `env` added to a's and b's daemon's environment and `args` to their options.
+fn busy_pair_with(env: [&str; 2], args: [&[&str]; 2]) -> LabPair {
+    let p = lab_pair(PairSpec {
+        tag: "sh",
+        underlay: ["10.61.0.1/24", "10.61.0.2/24"],
+        tunnel: [&["10.62.0.1/24"], &["10.62.0.2/24"]],
+        node_env: env,
+        veil_args: args,
+        psk: true,
+        dialer: Some("a"),
+        keepalive: Some(25),
+        allowed_ips: [&["10.63.0.0/16"], &[]],
+        ..PairSpec::default()
+    });
+    assert!(p.na.ping_until("10.62.0.2", Duration::from_secs(10)), "tunnel up");
+    p
 }
 
 #[test]
@@ -36,7 +40,8 @@ fn veil_show_text_matches_wg_show() {
     if !require_root("veil_show_text_matches_wg_show") {
         return;
     }
-    let (na, _nb, a, b) = busy_pair();
+    let pair = busy_pair();
+    let (na, a, b) = (&pair.na, &pair.a, &pair.b);
     // The whole text, line for line, taken between two equal reads of wg's (the handshake age
     // and the counters move).
     let mut same = false;
@@ -86,7 +91,8 @@ fn veil_show_json_carries_the_uapi_state() {
     if !require_root("veil_show_json_carries_the_uapi_state") {
         return;
     }
-    let (na, _nb, a, b) = busy_pair();
+    let pair = busy_pair();
+    let (na, a, b) = (&pair.na, &pair.a, &pair.b);
     let out = veil(&format!("show {} --json", a.ifname));
     assert!(out.status.success(), "veil show --json: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
@@ -145,7 +151,7 @@ fn promtool_check(text: &str, what: &str) -> bool {
 
 /// The metrics an endpoint must show for a peer with traffic, in prometheus_wireguard_exporter's
 /// names and labels, and no secret.
-fn check_metrics(text: &str, ifname: &str, own: &Endpoint, peer: &Endpoint, allowed: &str) {
+fn check_metrics(text: &str, ifname: &str, own: &LabTunnel, peer: &LabTunnel, allowed: &str) {
     let labels = format!("{{interface=\"{ifname}\",public_key=\"{}\",allowed_ips=\"{allowed}\"}}", peer.keys.public);
     for family in ["wireguard_sent_bytes_total", "wireguard_received_bytes_total", "wireguard_latest_handshake_seconds"]
     {
@@ -172,11 +178,12 @@ fn veil_metrics_pass_promtool_with_the_exporters_names() {
     if !require_root("veil_metrics_pass_promtool_with_the_exporters_names") {
         return;
     }
-    let (_na, _nb, a, b) = busy_pair();
+    let pair = busy_pair();
+    let (a, b) = (&pair.a, &pair.b);
     let out = veil(&format!("metrics {}", a.ifname));
     assert!(out.status.success(), "veil metrics: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    check_metrics(&text, &a.ifname, &a, &b, "10.62.0.2/32,10.63.0.0/16");
+    check_metrics(&text, &a.ifname, a, b, "10.62.0.2/32,10.63.0.0/16");
     promtool_check(&text, "veil metrics");
     // --output: the file the textfile collector reads, replaced whole.
     let file = std::env::temp_dir().join(format!("{}.prom", unique("veilmetrics")));
@@ -210,25 +217,21 @@ fn metrics_endpoint_is_off_by_default_and_serves_when_asked() {
     }
     // Off by default: nothing listens in a daemon's namespace, no metrics thread.
     {
-        let (na, nb, a, b) = busy_pair();
-        for (ns, e) in [(&na, &a), (&nb, &b)] {
+        let pair = busy_pair();
+        for (ns, e) in [(&pair.na, &pair.a), (&pair.nb, &pair.b)] {
             assert_eq!(listening(ns), "", "a daemon without --metrics-listen listens on TCP");
-            let names = threads(e.proc.child.id());
+            let names = threads(e.pid);
             assert!(!names.is_empty() && !names.iter().any(|t| t.contains("metrics")), "{names:?}");
         }
     }
     // On when asked: a through the environment (the wg-quick path), b on the command line.
-    let (na, nb) = (Netns::new("mea"), Netns::new("meb"));
-    let a = endpoint(&na, Impl::Veil, &["10.62.0.1/24"], "VEIL_METRICS_LISTEN=127.0.0.1:9586");
-    let b_if = unique("wg");
-    let b_cmd = format!("{} -f --metrics-listen [::1]:9587 {b_if}", veil_bin().display());
-    let b = endpoint_cmd(&nb, Impl::Veil, b_if, &b_cmd, &["10.62.0.2/24"]);
-    let (na, nb, a, b) = connect(na, nb, a, b);
-    assert!(listening(&na).contains("127.0.0.1:9586"), "{}", listening(&na));
-    assert!(listening(&nb).contains("[::1]:9587"), "{}", listening(&nb));
+    let pair = busy_pair_with(["VEIL_METRICS_LISTEN=127.0.0.1:9586", ""], [&[], &["--metrics-listen", "[::1]:9587"]]);
+    let (na, nb, a, b) = (&pair.na, &pair.nb, &pair.a, &pair.b);
+    assert!(listening(na).contains("127.0.0.1:9586"), "{}", listening(na));
+    assert!(listening(nb).contains("[::1]:9587"), "{}", listening(nb));
     for (ns, url, own, peer, allowed) in [
-        (&na, "http://127.0.0.1:9586/metrics", &a, &b, "10.62.0.2/32,10.63.0.0/16"),
-        (&nb, "http://[::1]:9587/metrics", &b, &a, "10.62.0.1/32"),
+        (na, "http://127.0.0.1:9586/metrics", a, b, "10.62.0.2/32,10.63.0.0/16"),
+        (nb, "http://[::1]:9587/metrics", b, a, "10.62.0.1/32"),
     ] {
         let head = ns.sh(&format!("curl -sf -D - -o /dev/null {url}"));
         assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
@@ -246,7 +249,8 @@ fn veil_show_without_a_name_lists_every_interface_and_fails_for_an_unknown_one()
     if !require_root("veil_show_without_a_name_lists_every_interface_and_fails_for_an_unknown_one") {
         return;
     }
-    let (_na, _nb, a, b) = busy_pair();
+    let pair = busy_pair();
+    let (a, b) = (&pair.a, &pair.b);
     // Other tests' interfaces may come and go meanwhile; ours must both be listed.
     let all = String::from_utf8_lossy(&veil("show").stdout).into_owned();
     assert!(all.contains(&format!("interface: {}", a.ifname)), "{all}");
@@ -324,12 +328,20 @@ fn another_implementations_interface_is_shown_without_veils_counters() {
     {
         return;
     }
-    let (na, nb) = (Netns::new("sgo"), Netns::new("sgb"));
-    let g = endpoint(&na, Impl::WireguardGo, &["10.62.0.1/24"], "");
-    let v = endpoint(&nb, Impl::Veil, &["10.62.0.2/24"], "");
-    g.listen(&na, 51820);
-    g.add_peer(&na, &v, "10.62.0.2/32", Some("10.61.0.2:51821"), Some(&psk()));
-    na.sh(&format!("wg set {} peer {} persistent-keepalive 25", g.ifname, v.keys.public));
+    // No link: g's peer is configured (endpoint, psk, keepalive) but never reached, so nothing
+    // moves while the two shows below are compared.
+    let mut topology = pair_topology(PairSpec {
+        tag: "sg",
+        imp: [Impl::WireguardGo, Impl::Veil],
+        tunnel: [&["10.62.0.1/24"], &["10.62.0.2/24"]],
+        psk: true,
+        endpoints: Some(["10.61.0.2:51821", ""]),
+        keepalive: Some(25),
+        ..PairSpec::default()
+    });
+    topology.links.clear();
+    let pair = LabPair::up(&topology);
+    let (na, g) = (&pair.na, &pair.a);
     // wireguard-go refuses a get with veil=1 (errno -22); the client asks again plainly.
     let text = veil(&format!("show {}", g.ifname));
     assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
@@ -378,14 +390,15 @@ fn drops_are_counted_by_reason() {
         eprintln!("!!!!! SKIPPED drops_are_counted_by_reason: tcpdump is not installed !!!!!");
         return;
     }
-    let (_na, nb, a, _b) = busy_pair();
+    let pair = busy_pair();
+    let (nb, a) = (&pair.nb, &pair.a);
     // One of b's data messages to a, as it went on the wire.
     let veth =
         nb.sh("ip -o link show type veth").split(':').nth(1).unwrap().trim().split('@').next().unwrap().to_string();
     let file = TempFile::new("");
     let _ = std::fs::remove_file(file.path());
     let mut dump = Proc::spawn(
-        &nb,
+        nb,
         &format!("tcpdump -Z root --immediate-mode -i {veth} -n -U -c 20 -w {} 'udp and dst port 51820'", file.path()),
         "tcpdump",
     );
