@@ -222,19 +222,20 @@ fn replies_leave_from_the_address_the_peer_reached_and_fall_over_when_it_goes() 
     if !require_root("replies_leave_from_the_address_the_peer_reached_and_fall_over_when_it_goes") {
         return;
     }
-    let (na, nb) = (Netns::new("ssa"), Netns::new("ssb"));
-    let (va, vb) = link(&na, &nb, &["10.84.0.1/24", "10.84.0.5/24"], &["10.84.0.2/24"]);
-    let a = endpoint(&na, Impl::Veil, &["10.78.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.78.0.2/24"], "");
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
     // A learns B's endpoint from B's packets; B reaches A at A's secondary address.
-    a.add_peer(&na, &b, "10.78.0.2/32", None, None);
-    b.add_peer(&nb, &a, "10.78.0.1/32", Some("10.84.0.5:51820"), None);
+    let p = lab_pair(PairSpec {
+        tag: "ss",
+        underlay: ["10.84.0.1/24", "10.84.0.2/24"],
+        tunnel: [&["10.78.0.1/24"], &["10.78.0.2/24"]],
+        endpoints: Some(["", "10.84.0.5:51820"]),
+        ..PairSpec::default()
+    });
+    let (na, nb, a, b, va, vb) = (&p.na, &p.nb, &p.a, &p.b, &p.veth_a, &p.veth_b);
+    na.sh(&format!("ip addr add 10.84.0.5/24 dev {va}"));
 
-    let mut cap = Capture::start(&nb, &vb, "udp and src port 51820");
-    assert!(ping_all(&nb, "10.78.0.1", 5, 56), "b -> a through the secondary address");
-    assert!(ping_all(&na, "10.78.0.2", 5, 56), "a -> b once a knows b's endpoint");
+    let mut cap = Capture::start(nb, vb, "udp and src port 51820");
+    assert!(ping_all(nb, "10.78.0.1", 5, 56), "b -> a through the secondary address");
+    assert!(ping_all(na, "10.78.0.2", 5, 56), "a -> b once a knows b's endpoint");
     cap.stop();
     let from_a = cap.lines("udp and src port 51820");
     assert!(from_a.len() >= 10, "too few datagrams from a captured: {from_a:?}");
@@ -249,12 +250,12 @@ fn replies_leave_from_the_address_the_peer_reached_and_fall_over_when_it_goes() 
     // The address goes: A's next datagrams leave from the one left, and B follows before it
     // answers (its first reply must not go to the address that is gone: every ping counts).
     na.sh(&format!("ip addr del 10.84.0.5/24 dev {va}"));
-    assert!(ping_all(&na, "10.78.0.2", 3, 56), "a -> b after its address was removed");
+    assert!(ping_all(na, "10.78.0.2", 3, 56), "a -> b after its address was removed");
     let followed = wait_until(Duration::from_secs(5), || {
         endpoints(&b.ifname).get(&a.keys.public).map(String::as_str) == Some("10.84.0.1:51820")
     });
     assert!(followed, "b's endpoint for a did not move to 10.84.0.1: {:?}", endpoints(&b.ifname));
-    assert!(ping_all(&nb, "10.78.0.1", 3, 56), "b -> a after the fall-over");
+    assert!(ping_all(nb, "10.78.0.1", 3, 56), "b -> a after the fall-over");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,16 +267,17 @@ fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
     if !require_root("tun_moved_to_another_namespace_after_start_still_carries_traffic") {
         return;
     }
-    let (nx, ny, np) = (Netns::new("mvx"), Netns::new("mvy"), Netns::new("mvp"));
-    // The underlay joins X and the peer; Y has nothing but the moved TUN.
-    let (veth, _) = link(&nx, &np, &["10.83.0.1/24"], &["10.83.0.2/24"]);
-    let m = endpoint(&nx, Impl::Veil, &[], "");
-    let p = endpoint(&np, Impl::Veil, &["10.77.0.2/24"], "");
-    p.listen(&np, 51821);
-    p.add_peer(&np, &m, "10.77.0.1/32", None, None);
+    // The underlay joins X and the peer; Y has nothing but the moved TUN. The daemons are
+    // started here, not by the lab: the test configures one only after its TUN has moved.
+    let l = lab_nodes("mv", ["10.83.0.1/24", "10.83.0.2/24"]);
+    let (nx, ny, np, veth) = (&l.na, Netns::new("mvy"), &l.nb, &l.veth_a);
+    let m = endpoint(nx, Impl::Veil, &[], "");
+    let p = endpoint(np, Impl::Veil, &["10.77.0.2/24"], "");
+    p.listen(np, 51821);
+    p.add_peer(np, &m, "10.77.0.1/32", None, None);
 
     nx.sh(&format!("ip link set {} netns {}", m.ifname, ny.name));
-    assert!(!has_link(&nx, &m.ifname), "the TUN is still in X");
+    assert!(!has_link(nx, &m.ifname), "the TUN is still in X");
     assert!(has_link(&ny, &m.ifname), "the TUN did not arrive in Y");
     let links = ny.sh("ip -o link show");
     assert_eq!(links.lines().count(), 2, "Y should hold only lo and the TUN:\n{links}");
@@ -292,7 +294,7 @@ fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
 
     assert!(ny.ping_until("10.77.0.2", Duration::from_secs(10)), "Y -> peer through the moved TUN");
     assert!(ping_all(&ny, "10.77.0.2", 3, 56), "Y -> peer");
-    assert!(ping_all(&np, "10.77.0.1", 3, 56), "peer -> Y");
+    assert!(ping_all(np, "10.77.0.1", 3, 56), "peer -> Y");
     let t = transfer(&m.ifname)[&p.keys.public];
     assert!(t.0 > 0 && t.1 > 0, "the moved interface's tunnel counters did not move: {t:?}");
 
@@ -301,7 +303,7 @@ fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
     // make 1380-byte packets: 16 + 1380 + 16 bytes of UDP payload, not 1392 padded.
     ny.sh(&format!("ip link set dev {} mtu 1380", m.ifname));
     std::thread::sleep(Duration::from_millis(50));
-    let mut dump = Capture::start(&nx, &veth, "udp and src host 10.83.0.1 and udp[8] = 4 and greater 1300");
+    let mut dump = Capture::start(nx, veth, "udp and src host 10.83.0.1 and udp[8] = 4 and greater 1300");
     assert!(ping_all(&ny, "-M do 10.77.0.2", 3, 1352), "full-size pings at the new MTU");
     dump.stop();
     let lengths: Vec<String> =
@@ -477,19 +479,22 @@ fn second_daemon_for_a_served_interface_fails_and_the_first_keeps_working() {
     if !require_root("second_daemon_for_a_served_interface_fails_and_the_first_keeps_working") {
         return;
     }
-    let (na, nb, nz) = (Netns::new("sda"), Netns::new("sdb"), Netns::new("sdz"));
-    link(&na, &nb, &["10.84.0.1/24"], &["10.84.0.2/24"]);
-    let mut a = endpoint(&na, Impl::Veil, &["10.77.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.77.0.2/24"], "");
-    a.listen(&na, 51820);
-    b.listen(&nb, 51821);
-    a.add_peer(&na, &b, "10.77.0.2/32", Some("10.84.0.2:51821"), None);
-    b.add_peer(&nb, &a, "10.77.0.1/32", None, None);
+    // z: a third namespace, in no tunnel and on no link.
+    let mut topology = pair_topology(PairSpec {
+        tag: "sd",
+        underlay: ["10.84.0.1/24", "10.84.0.2/24"],
+        tunnel: [&["10.77.0.1/24"], &["10.77.0.2/24"]],
+        dialer: Some("a"),
+        ..PairSpec::default()
+    });
+    topology.nodes.push(plain_node("z"));
+    let p = LabPair::up(&topology);
+    let (na, nb, nz, a, b) = (&p.na, &p.nb, Netns::of(&p.lab, "z"), &p.a, &p.b);
     assert!(na.ping_until("10.77.0.2", Duration::from_secs(10)), "tunnel before the second start");
 
     // Same name in the same namespace (the TUN exists there), and in another namespace (only the
     // global socket path collides); both foreground and daemonized.
-    for ns in [&na, &nz] {
+    for ns in [na, &nz] {
         for flag in ["-f ", ""] {
             let cmd = format!("timeout 10 {} {flag}{}", veil_bin().display(), a.ifname);
             let out = ns.sh_out(&cmd);
@@ -508,11 +513,11 @@ fn second_daemon_for_a_served_interface_fails_and_the_first_keeps_working() {
     }
 
     // The first daemon is untouched: running, its socket in place and answering, tunnel up.
-    assert!(a.proc.running(), "the first daemon exited");
+    assert!(a.running(), "the first daemon exited");
     assert!(Path::new(&sock(&a.ifname)).exists(), "the first daemon's socket was removed");
     assert_eq!(sh(&format!("wg show {} peers", a.ifname)).trim(), b.keys.public);
-    assert!(ping_all(&na, "10.77.0.2", 3, 56), "a -> b after the failed starts");
-    assert!(ping_all(&nb, "10.77.0.1", 3, 56), "b -> a after the failed starts");
+    assert!(ping_all(na, "10.77.0.2", 3, 56), "a -> b after the failed starts");
+    assert!(ping_all(nb, "10.77.0.1", 3, 56), "b -> a after the failed starts");
 }
 
 #[test]
@@ -536,21 +541,22 @@ fn repeated_listen_port_changes_leak_no_threads_and_never_panic() {
     if !require_root("repeated_listen_port_changes_leak_no_threads_and_never_panic") {
         return;
     }
-    let (na, nb) = (Netns::new("lpa"), Netns::new("lpb"));
-    link(&na, &nb, &["10.84.0.1/24"], &["10.84.0.2/24"]);
-    let mut a = endpoint(&na, Impl::Veil, &["10.85.0.1/24"], "");
-    let b = endpoint(&nb, Impl::Veil, &["10.85.0.2/24"], "");
-    b.listen(&nb, 51821);
-    a.add_peer(&na, &b, "10.85.0.2/32", Some("10.84.0.2:51821"), None);
-    b.add_peer(&nb, &a, "10.85.0.1/32", None, None);
-    let pid = a.proc.child.id();
+    let p = lab_pair(PairSpec {
+        tag: "lp",
+        underlay: ["10.84.0.1/24", "10.84.0.2/24"],
+        tunnel: [&["10.85.0.1/24"], &["10.85.0.2/24"]],
+        dialer: Some("a"),
+        ..PairSpec::default()
+    });
+    let (na, a, b) = (&p.na, &p.a, &p.b);
+    let pid = a.pid;
     let threads = || std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
-    a.listen(&na, 40000);
+    a.listen(na, 40000);
     assert!(na.ping_until("10.85.0.2", Duration::from_secs(10)), "tunnel up");
     let settled = threads();
     // 40 rebinds: each replaces both UDP sockets and their reader threads.
     for i in 1..=40u16 {
-        a.listen(&na, 40000 + i);
+        a.listen(na, 40000 + i);
     }
     // Old readers leave once they notice; give them a bounded moment.
     let bounded = wait_until(Duration::from_secs(5), || threads() <= settled);
@@ -558,11 +564,7 @@ fn repeated_listen_port_changes_leak_no_threads_and_never_panic() {
     assert!(na.ping("10.85.0.2", 3), "tunnel works from the last port");
     assert!(endpoints(&b.ifname).values().any(|e| e == "10.84.0.1:40040"), "b saw the new port");
     // Stop it and read everything it wrote: no thread may have panicked.
-    assert!(a.proc.terminate(Duration::from_secs(10)), "daemon stops on SIGTERM");
-    let mut err = String::new();
-    if let Some(mut e) = a.proc.child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    assert!(a.terminate(Duration::from_secs(10)), "daemon stops on SIGTERM");
+    let err = a.log_text();
     assert!(!err.contains("panicked"), "a thread panicked:\n{err}");
 }
