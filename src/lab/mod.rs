@@ -324,6 +324,10 @@ impl Lab {
                 }
             }
         }
+        // Keepalives come last (below), once every peer is configured and every link is up:
+        // setting one sends at once, and a handshake sent to a daemon not configured yet, or
+        // over a veth not up yet, is lost until its retry 5 s later.
+        let mut keepalives = vec![String::new(); plan.nodes.len()];
         for (i, n) in plan.nodes.iter().enumerate() {
             let Some(t) = &n.tunnel else { continue };
             let mut request = format!(
@@ -341,7 +345,7 @@ impl Lab {
                     request += &format!("endpoint={e}\n");
                 }
                 if let Some(k) = p.keepalive {
-                    request += &format!("persistent_keepalive_interval={k}\n");
+                    keepalives[i] += &format!("public_key={}\npersistent_keepalive_interval={k}\n", key.to_hex());
                 }
                 request += "replace_allowed_ips=true\n";
                 for a in &p.allowed_ips {
@@ -381,6 +385,15 @@ impl Lab {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
+        }
+
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let Some(t) = n.tunnel.as_ref().filter(|_| !keepalives[i].is_empty()) else { continue };
+            let path = self.state.socket_dir.join(format!("{}.sock", t.ifname));
+            let child = self.daemons[i].as_mut().expect("a tunnel node has a daemon");
+            let mut conn = uapi_client::connect_while_alive(&path, child, &self.nodes[i].log, START_LIMIT)?;
+            let request = format!("set=1\n{}\n", keepalives[i]);
+            uapi_client::set_on(&mut conn, &request).map_err(|e| format!("{}: {e}", t.ifname))?;
         }
         Ok(())
     }
