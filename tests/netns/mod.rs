@@ -1,6 +1,8 @@
 //! Real tunnels between network namespaces: namespaces, veth links, daemons and tools, each
-//! cleaned up on drop. Everything here needs root; without it a test says so loudly, and under
-//! `CI=true` that is a failure.
+//! cleaned up on drop. Nodes, links and tunnels between them come from veil's lab ([`lab_pair`],
+//! [`pair_topology`], [`lab_nodes`]); [`Netns::new`] and [`endpoint`] make a namespace or a
+//! daemon of a test's own. Everything here needs root; without it a test says so loudly, and
+//! under `CI=true` that is a failure.
 #![allow(dead_code)]
 
 pub mod relay;
@@ -135,37 +137,6 @@ impl Drop for Netns {
             let _ = sh_out(&format!("ip netns del {}", self.name));
         }
     }
-}
-
-/// `host:port` for an address, bracketed for IPv6.
-pub fn sockaddr(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
-}
-
-/// The address part of a CIDR string.
-pub fn host(cidr: &str) -> &str {
-    cidr.split('/').next().unwrap()
-}
-
-/// Joins two namespaces with a veth pair carrying `a_addrs`/`b_addrs` (CIDR strings), and waits
-/// until both ends are up.
-pub fn link(a: &Netns, b: &Netns, a_addrs: &[&str], b_addrs: &[&str]) -> (String, String) {
-    let (ea, eb) = (unique("va"), unique("vb"));
-    sh(&format!("ip link add {ea} netns {} type veth peer name {eb} netns {}", a.name, b.name));
-    for (ns, dev, addrs) in [(a, &ea, a_addrs), (b, &eb, b_addrs)] {
-        for addr in addrs {
-            let nodad = if addr.contains(':') { " nodad" } else { "" };
-            sh(&format!("ip -n {} addr add {addr} dev {dev}{nodad}", ns.name));
-        }
-        sh(&format!("ip -n {} link set {dev} up", ns.name));
-    }
-    for (ns, dev) in [(a, &ea), (b, &eb)] {
-        let ok = wait_until(Duration::from_secs(5), || {
-            ns.sh_out(&format!("cat /sys/class/net/{dev}/operstate")).stdout.starts_with(b"up")
-        });
-        assert!(ok, "{dev} did not come up");
-    }
-    (ea, eb)
 }
 
 /// A process killed (and reaped) on drop.
@@ -552,17 +523,11 @@ impl Impl {
 }
 
 /// Starts `imp` for a new interface in `ns`, waits for its socket, and gives the interface
-/// `addrs` and link up. `env` is extra `NAME=value` words for the daemon's environment.
+/// `addrs` and link up. `env` is extra `NAME=value` words for the daemon's environment. For a
+/// daemon the test starts itself; tunnels between nodes come from the lab ([`lab_pair`]).
 pub fn endpoint(ns: &Netns, imp: Impl, addrs: &[&str], env: &str) -> Endpoint {
     let ifname = unique("wg");
-    let cmd = imp.command(&ifname, env);
-    endpoint_cmd(ns, imp, ifname, &cmd, addrs)
-}
-
-/// As [`endpoint`], with the daemon's whole command line given: `cmd` runs `imp` for `ifname`
-/// (through `sh -c exec`, so it may redirect the daemon's streams).
-pub fn endpoint_cmd(ns: &Netns, imp: Impl, ifname: String, cmd: &str, addrs: &[&str]) -> Endpoint {
-    let mut proc = Proc::spawn(ns, cmd, &format!("{imp:?} {ifname}"));
+    let mut proc = Proc::spawn(ns, &imp.command(&ifname, env), &format!("{imp:?} {ifname}"));
     let sock = format!("/var/run/wireguard/{ifname}.sock");
     let up = wait_until(Duration::from_secs(10), || std::path::Path::new(&sock).exists());
     if !up {
