@@ -79,9 +79,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A network namespace. On drop the processes in it are stopped (SIGTERM, then SIGKILL after
-/// 3 s: daemons `veil up` or wg-quick started there) and it is deleted, unless a lab owns it
-/// (then the lab deletes it, and stops its own daemons).
+/// A network namespace, deleted on drop (with everything in it) unless a lab owns it.
 pub struct Netns {
     pub name: String,
     /// Whether this value deletes it on drop (false for a lab's node: the lab does).
@@ -123,19 +121,26 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
+impl Netns {
+    /// Stops every process in the namespace: SIGTERM, then SIGKILL after up to 3 s.
+    fn stop_processes(&self) {
         // A polite stop first so daemons still inside remove their UAPI sockets, then force.
-        // A lab's own daemons stopped here are reaped by the lab.
         let pids = || sh_out(&format!("ip netns pids {}", self.name)).stdout;
         if !pids().is_empty() {
             let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -TERM", self.name));
             wait_until(Duration::from_secs(3), || pids().is_empty());
-            let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", self.name));
         }
-        if self.owned {
-            let _ = sh_out(&format!("ip netns del {}", self.name));
+        let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", self.name));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
         }
+        self.stop_processes();
+        let _ = sh_out(&format!("ip netns del {}", self.name));
     }
 }
 
@@ -244,6 +249,14 @@ pub struct LabNodes {
     pub veth_a: String,
     pub veth_b: String,
     pub lab: Lab,
+}
+
+impl Drop for LabNodes {
+    fn drop(&mut self) {
+        // What the test started there (`veil up`, wg-quick) is not the lab's to stop.
+        self.na.stop_processes();
+        self.nb.stop_processes();
+    }
 }
 
 /// [`LabNodes`] in a lab named after `tag`, with `underlay` (CIDR) on the link's two ends.
