@@ -393,28 +393,39 @@ fn drops_are_counted_by_reason() {
     }
     let pair = busy_pair();
     let (nb, a) = (&pair.nb, &pair.a);
-    // One of b's data messages to a, as it went on the wire.
+    // One of b's data messages to a, as it went on the wire (both daemons listen on 51820: the
+    // filter names a's address, else a's messages to b are captured too, and one of those sent
+    // to a matches none of its sessions).
     let veth =
         nb.sh("ip -o link show type veth").split(':').nth(1).unwrap().trim().split('@').next().unwrap().to_string();
     let file = TempFile::new("");
     let _ = std::fs::remove_file(file.path());
     let mut dump = Proc::spawn(
         nb,
-        &format!("tcpdump -Z root --immediate-mode -i {veth} -n -U -c 20 -w {} 'udp and dst port 51820'", file.path()),
+        &format!(
+            "tcpdump -Z root --immediate-mode -i {veth} -n -U -c 20 -w {} 'udp and dst host 10.61.0.1 and dst port 51820'",
+            file.path()
+        ),
         "tcpdump",
     );
     assert!(wait_until(Duration::from_secs(10), || std::fs::metadata(file.path()).is_ok_and(|m| m.len() >= 24)));
     assert!(nb.ping("10.62.0.1", 3), "pings through the tunnel");
     std::thread::sleep(Duration::from_millis(300));
     dump.terminate(Duration::from_secs(5));
-    let data = udp_payloads(&std::fs::read(file.path()).unwrap())
-        .into_iter()
-        .find(|p| p.len() >= 16 + 32 && p[0] == 4)
-        .expect("a data message from b to a");
+    let all = udp_payloads(&std::fs::read(file.path()).unwrap());
+    let kinds: Vec<(u8, usize, u64)> = all
+        .iter()
+        .map(|p| (p[0], p.len(), if p.len() >= 16 { u64::from_le_bytes(p[8..16].try_into().unwrap()) } else { 0 }))
+        .collect();
+    let data = all.into_iter().find(|p| p.len() >= 16 + 32 && p[0] == 4).expect("a data message from b to a");
     let before = dropped(&a.ifname);
+    // One datagram each, from Python (bash's printf to /dev/udp may split its output into
+    // several writes, that is several datagrams).
     let send = |bytes: &[u8]| {
-        let escaped: String = bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
-        nb.sh(&format!("bash -c \"printf '%b' '{escaped}' > /dev/udp/10.61.0.1/51820\""));
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        nb.sh(&format!(
+            "python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes.fromhex(sys.argv[1]), (\"10.61.0.1\", 51820))' {hex}"
+        ));
     };
     // The same message again: its counter was seen.
     // A counter not seen yet, under the same session: it fails authentication.
@@ -438,7 +449,12 @@ fn drops_are_counted_by_reason() {
         ["replayed", "bad_authentication", "unknown_index"].iter().all(|r| grew(r, &now))
     });
     let now = dropped(&a.ifname);
-    assert!(counted, "each refusal counted under its reason: before {before}, after {now}");
+    assert!(
+        counted,
+        "each refusal counted under its reason: before {before}, after {now}; the message replayed: {} bytes, {:02x?}; captured {kinds:?}",
+        data.len(),
+        &data[..16]
+    );
     assert_eq!(now["not_allowed"], before["not_allowed"], "{now}");
     let metrics = String::from_utf8_lossy(&veil(&format!("metrics {}", a.ifname)).stdout).into_owned();
     let series = format!("veil_interface_dropped_packets_total{{interface=\"{}\",reason=\"replayed\"}} ", a.ifname);
