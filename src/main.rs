@@ -195,7 +195,14 @@ fn lab_detach(file: &std::path::Path) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let veil = std::env::current_exe().map_err(|e| format!("cannot find the veil program: {e}"))?;
     let mut cmd = std::process::Command::new(veil);
-    cmd.args(["lab", "up"]).arg(file).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+    // Both outputs through pipes that this process passes on while the lab comes up and that
+    // close when it leaves: the owner keeps none of the caller's descriptors, so a caller
+    // reading them (`$(veil lab up -d FILE)`, a CI step) is not kept waiting until `down`.
+    cmd.args(["lab", "up"])
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     // SAFETY: only setsid (async-signal-safe) runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -205,6 +212,12 @@ fn lab_detach(file: &std::path::Path) -> Result<(), String> {
     }
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let relay = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    });
     // Not println!: a reader that went away (`| head -1`) must not turn success into a panic.
     use std::io::Write;
     let mut stdout = std::io::stdout();
@@ -217,6 +230,7 @@ fn lab_detach(file: &std::path::Path) -> Result<(), String> {
         }
     }
     let status = child.wait().map_err(|e| e.to_string())?;
+    let _ = relay.join(); // everything it said about why
     Err(format!("the lab did not come up ({status})"))
 }
 

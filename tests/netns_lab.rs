@@ -157,6 +157,19 @@ fn a_lab_is_gone_after_down_ctrl_c_or_its_owner_killed() {
     }
     let _down = Down(&file);
     assert!(parent.wait().unwrap().success(), "veil lab up --detach exits 0 once up");
+    // Its outputs close with it: the lab's owner keeps none of the caller's descriptors (a
+    // caller reading them, as `$(veil lab up -d FILE)` does, would wait until `down`).
+    let mut err = parent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        let _ = tx.send(text);
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the detached lab's owner still holds the caller's standard error while the lab is up"
+    );
     assert!(!leftovers(t.name.as_deref().unwrap(), &ifnames(&t)).is_empty(), "the detached lab is up");
     sh(&format!("{} lab down {}", veil_bin().display(), file.path()));
     gone(&t, "veil lab down");
