@@ -50,40 +50,6 @@ fn adapt(text: &str, endpoint: Option<&str>, extra: &[String]) -> String {
     out
 }
 
-/// A fresh directory under /tmp, removed on drop. Configs are written here as `IFNAME.conf`.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(unique("veil-cli-"));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    /// Writes `IFNAME.conf` (mode 0600, as wg-quick prefers) and returns its path.
-    fn conf(&self, ifname: &str, text: &str) -> String {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.0.join(format!("{ifname}.conf"));
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn sock(ifname: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"))
 }
@@ -300,7 +266,7 @@ fn wg_quick_site_to_site_with_veil() {
     let l = lab_nodes("qa", ["10.50.0.1/24", "10.50.0.2/24"]);
     let (na, nb) = (&l.na, &l.nb);
     lan(nb, "10.200.2.1/24");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let (ia, ib) = (unique("wqa"), unique("wqb"));
     let ca = dir.conf(&ia, &adapt(&example("site-a.conf"), Some("10.50.0.2:51820"), &[]));
     let cb = dir.conf(&ib, &adapt(&example("site-b.conf"), Some("10.50.0.1:51820"), &[]));
@@ -330,7 +296,7 @@ fn wg_quick_full_tunnel_with_veil() {
     // Only reachable from a through the tunnel: a has no route to it otherwise.
     lan(nb, "198.51.100.7/32");
     assert!(!na.ping("198.51.100.7", 1), "198.51.100.7 must not be reachable outside the tunnel");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let (ic, is) = (unique("wqc"), unique("wqs"));
     let cc = dir.conf(&ic, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &[]));
     let cs = dir.conf(&is, &example("full-tunnel-server.conf"));
@@ -379,7 +345,7 @@ fn veil_up_down_site_to_site_examples() {
     let (na, nb) = (&l.na, &l.nb);
     lan(nb, "10.200.2.1/24");
     lan(na, "10.200.1.1/24");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let (ia, ib) = (unique("vua"), unique("vub"));
     let ca = dir.conf(&ia, &adapt(&example("site-a.conf"), Some("10.50.0.2:51820"), &hook_lines(&dir)));
     let cb = dir.conf(&ib, &adapt(&example("site-b.conf"), Some("10.50.0.1:51820"), &[]));
@@ -422,7 +388,7 @@ fn veil_up_down_full_tunnel_examples() {
     let (na, nb) = (&l.na, &l.nb);
     lan(nb, "198.51.100.7/32");
     assert!(!na.ping("198.51.100.7", 1), "198.51.100.7 must not be reachable outside the tunnel");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let (ic, is) = (unique("vuc"), unique("vus"));
     let cc = dir.conf(&ic, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &hook_lines(&dir)));
     let cs = dir.conf(&is, &example("full-tunnel-server.conf"));
@@ -508,7 +474,7 @@ fn two_full_tunnels_get_their_own_tables_and_firewall_rules_as_with_wg_quick() {
     let texts = [conf(0), conf(1)];
     // With nft, and with iptables only (wg-quick's fallback).
     for mode in ["nft", "iptables"] {
-        let dir = TempDir::new();
+        let dir = TempDir::new("veil-cli-");
         let path = if mode == "nft" { "$PATH".to_string() } else { path_without_nft(&dir) };
         let mut states = Vec::new();
         let mut veil_side = None;
@@ -593,7 +559,7 @@ fn veil_up_with_a_link_local_endpoint_and_its_zone_by_name() {
     b.listen(nb, 51821);
     let a = keys();
     nb.sh(&format!("wg set {} peer {} allowed-ips 10.9.0.1/32", b.ifname, a.public));
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let ifname = unique("cll");
     let conf = dir.conf(
         &ifname,
@@ -614,7 +580,7 @@ fn full_tunnels_brought_up_at_once_get_distinct_tables() {
         return;
     }
     let ns = Netns::new("clfc");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let names: Vec<String> = (0..3).map(|_| unique("cfc")).collect();
     let confs: Vec<String> = names
         .iter()
@@ -669,7 +635,7 @@ fn veil_up_does_not_take_over_routes_of_other_interfaces() {
     let na = &l.na;
     let veth = &l.veth_a;
     na.sh("ip route add default via 10.51.0.2");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let routes_before = na.sh("ip -4 route show table all");
     // An allowed IP that is the veth's subnet, and a /0 into the main table, which has a
     // default route: wg-quick's `ip route add` fails on both, and so must veil up, rather than
@@ -699,7 +665,7 @@ fn a_signal_during_veil_up_undoes_everything() {
         return;
     }
     let ns = Netns::new("clsg");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     for signal in ["TERM", "INT", "HUP"] {
         let name = unique("csg");
         // The PostUp hook signals veil up itself (its parent) once the full tunnel is in place.
@@ -732,7 +698,7 @@ fn veil_up_works_and_undoes_its_work_with_stderr_gone() {
     // Standard output and error are a pipe nobody reads (a hung-up terminal, `| head -1`):
     // every write fails, and veil up must neither crash nor stop halfway.
     let ns = Netns::new("clse");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let up_with_stderr_gone = |conf: &str| {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
@@ -765,7 +731,7 @@ fn a_veil_up_waiting_for_the_routing_lock_can_be_interrupted() {
         return;
     }
     let ns = Netns::new("clwl");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let name = unique("cwl");
     let conf = full_tunnel_conf(&dir, &name, "true");
     // Hold the lock as another veil up would, then send SIGTERM to the waiting one.
@@ -804,7 +770,7 @@ fn veil_down_refuses_an_interface_that_is_not_wireguard() {
         return;
     }
     let ns = Netns::new("clnw");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let name = unique("cnw");
     ns.sh(&format!("ip link add {name} type veth peer name {name}p"));
     let conf = dir.conf(&name, &format!("[Interface]\nPrivateKey = {}\n", keys().private));
@@ -828,7 +794,7 @@ fn veil_up_configures_like_wg_quick() {
          AllowedIPs = 10.90.0.0/16 # another\n",
         a.private, b.public, c.public
     );
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let (nq, nv) = (Netns::new("clwq"), Netns::new("clwv"));
     let (iq, iv) = (unique("cwq"), unique("cwv"));
     let (cq, cv) = (dir.conf(&iq, &text), dir.conf(&iv, &text));
@@ -906,7 +872,7 @@ fn veil_up_sets_dns_through_resolvconf_as_wg_quick_does() {
     // PATH: both must hand resolvconf the same commands and the same input.
     let mut logs = Vec::new();
     for tool in ["wg-quick", "veil"] {
-        let (ns, dir, ifname) = (Netns::new("cldns"), TempDir::new(), unique("cdn"));
+        let (ns, dir, ifname) = (Netns::new("cldns"), TempDir::new("veil-cli-"), unique("cdn"));
         let conf = dir.conf(&ifname, &text);
         let path = fake_resolvconf(&dir, 0);
         let run = |verb: &str| {
@@ -934,7 +900,7 @@ fn veil_up_sets_dns_through_resolvconf_as_wg_quick_does() {
     );
 
     // Where resolvconf fails, veil up fails and leaves nothing behind.
-    let (ns, dir, ifname) = (Netns::new("cldnf"), TempDir::new(), unique("cdf"));
+    let (ns, dir, ifname) = (Netns::new("cldnf"), TempDir::new("veil-cli-"), unique("cdf"));
     let conf = dir.conf(&ifname, &text);
     let path = fake_resolvconf(&dir, 1);
     let (ok, out) = run_in(&ns, &format!("env PATH={path}:$PATH {} up {conf}", veil()));
@@ -955,7 +921,7 @@ fn veil_up_picks_the_mtu_as_wg_quick_does() {
     na.sh(&format!("ip link set dev {va} mtu 1400"));
     na.sh("ip route add default via 10.50.0.2");
     na.sh("ip route add 10.88.0.0/24 via 10.50.0.2 mtu 1300");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let peer = keys();
     // No MTU given: with an endpoint, the MTU of the route to it (its own, else its device's);
     // without, the default route's. Minus 80.
@@ -986,7 +952,7 @@ fn veil_down_saves_the_config_with_save_config() {
         return;
     }
     let ns = Netns::new("cls");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let i = unique("vsc");
     let hooks = ["SaveConfig = true".to_string(), format!("PostUp = touch {}/%i.postup", dir.path())];
     let c = dir.conf(&i, &adapt(&example("site-a.conf"), Some("10.50.0.2:51820"), &hooks));
@@ -1031,7 +997,7 @@ fn veil_up_table_and_fwmark_options() {
         return;
     }
     let ns = Netns::new("clt");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
 
     // Table = off: addresses, but no routes for the allowed IPs and no rules.
     let i = unique("vto");
@@ -1419,7 +1385,7 @@ fn veil_up_rejects_malformed_configs_and_leaves_nothing() {
         return;
     }
     let ns = Netns::new("clm");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let base = adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &[]);
     // (what, replaced line start, replacement)
     let cases = [
@@ -1476,7 +1442,7 @@ fn veil_up_with_a_failing_pre_or_post_up_hook_leaves_nothing() {
     }
     let l = lab_nodes("clp", ["10.50.0.1/24", "10.50.0.2/24"]);
     let na = &l.na;
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let ifname = unique("vpf");
     let hooks = [format!("PostUp = touch {}/%i.postup; false", dir.path())];
     let path = dir.conf(&ifname, &adapt(&example("full-tunnel-client.conf"), Some("10.50.0.2:51820"), &hooks));
@@ -1705,7 +1671,7 @@ fn veil_up_of_a_full_tunnel_works_with_proc_sys_read_only_when_src_valid_mark_is
     }
     let ns = Netns::new("cro");
     ns.sh("sysctl -q -w net.ipv4.conf.all.src_valid_mark=1");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let name = unique("vro");
     let conf = full_tunnel_conf(&dir, &name, "true");
     let (ok, out) = run_in(
@@ -1730,7 +1696,7 @@ fn veil_up_says_which_interface_holds_a_busy_listen_port() {
         return;
     }
     let ns = Netns::new("cbp");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let conf = |name: &str| {
         dir.conf(
             name,
@@ -1764,7 +1730,7 @@ fn veil_up_retries_an_endpoint_name_that_does_not_resolve_yet() {
         return;
     }
     let ns = Netns::new("cdr");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let hosts = dir.file("hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
     let ifname = unique("vdr");
@@ -1808,7 +1774,7 @@ fn veil_up_fails_at_once_on_a_name_that_cannot_resolve() {
         return;
     }
     let ns = Netns::new("cdp");
-    let dir = TempDir::new();
+    let dir = TempDir::new("veil-cli-");
     let ifname = unique("vdp");
     let conf = dir.conf(
         &ifname,

@@ -427,7 +427,7 @@ fn laptop_guide_runs_as_written() {
     if !ready(test) {
         return;
     }
-    let scratch = TempDirGuard::new();
+    let scratch = TempDir::new("veil-guides-");
     // The laptop's resolv.conf before the tunnel, and the stand-in for resolvconf.
     let before = "# the laptop's own resolver\nnameserver 198.51.100.254\n";
     let resolv = scratch.0.join("resolv.conf");
@@ -491,23 +491,6 @@ fn laptop_guide_runs_as_written() {
     assert!(!rules.contains("51820"), "{test}: policy rules left after down:\n{rules}");
     let nat = server.ns.sh("iptables -t nat -S POSTROUTING");
     assert!(!nat.contains("MASQUERADE"), "{test}: the NAT rule is left after down:\n{nat}");
-}
-
-/// A directory under /tmp, removed on drop.
-struct TempDirGuard(PathBuf);
-
-impl TempDirGuard {
-    fn new() -> TempDirGuard {
-        let p = std::env::temp_dir().join(unique("veil-guides-"));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDirGuard(p)
-    }
-}
-
-impl Drop for TempDirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -223,6 +223,42 @@ impl Drop for TempFile {
     }
 }
 
+/// A fresh directory under /tmp (its name starts with `prefix`), removed with what it holds on
+/// drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// Writes `IFNAME.conf` (mode 0600, as wg-quick prefers) and returns its path.
+    pub fn conf(&self, ifname: &str, text: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(format!("{ifname}.conf"));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// The path of `name` inside the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Brings `topology` up through veil's lab, panicking with the lab's error.
 pub fn lab_up(topology: &Topology) -> Lab {
     Lab::up(topology, &veil::lab::Options::new(veil_bin())).unwrap_or_else(|e| panic!("lab up: {e}"))
