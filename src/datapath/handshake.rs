@@ -188,7 +188,9 @@ fn run(shared: Arc<Shared>) {
 
 /// Starts one more handshake thread, unless there is one per core (or [`MAX_THREADS`]) already.
 fn start_another(shared: &Arc<Shared>) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+    // Looked up once: std reads the affinity mask and cgroup quota files for it.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS));
     let q = &shared.handshakes;
     let n = q.threads.load(Ordering::Relaxed);
     // Counted here, before it runs, so that two threads do not both start the last one.
