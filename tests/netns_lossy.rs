@@ -365,7 +365,12 @@ fn handshakes_and_rekeys_complete_under_30_percent_loss() {
     let mut ping = Proc::spawn(&p.na, "ping -i 0.05 -W 1 -w 150 -q 10.9.0.2", "ping");
     let mut times = HandshakeTimes::new(&p);
     let end = Instant::now() + REKEY_LIMIT;
-    while times.fewest() < MIN_REKEYS && Instant::now() < end && ping.running() {
+    // Until both sides have rekeyed enough and the loss has hit a handshake message each way
+    // (with about one handshake a second, a few seconds more at most; 0.7^8 of runs would
+    // otherwise see no handshake message lost in one direction within eight rekeys).
+    let lost_both_ways =
+        |p: &Lossy| p.relay.a_to_b().dropped_handshakes > 0 && p.relay.b_to_a().dropped_handshakes > 0;
+    while (times.fewest() < MIN_REKEYS || !lost_both_ways(&p)) && Instant::now() < end && ping.running() {
         times.sample(&p);
         std::thread::sleep(Duration::from_millis(50));
     }
