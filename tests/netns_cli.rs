@@ -1793,3 +1793,29 @@ fn veil_up_fails_at_once_on_a_name_that_cannot_resolve() {
     assert!(started.elapsed() < Duration::from_secs(5), "{test}: took {:?}", started.elapsed());
     assert_nothing_left(&ns, &ifname);
 }
+
+/// A detached daemon writes its log to the standard error it was started with when `LOG_LEVEL`
+/// asks for one, as wireguard-go does, and nowhere otherwise (its stderr is then /dev/null, so
+/// a caller's pipe is not held open).
+#[test]
+fn a_detached_daemon_logs_to_the_callers_stderr_only_when_log_level_is_set() {
+    let test = "a_detached_daemon_logs_to_the_callers_stderr_only_when_log_level_is_set";
+    if !require_root(test) {
+        return;
+    }
+    let ns = Netns::new("clg");
+    let dir = TempDir::new("veil-log-");
+    for (env, expect_log) in [("LOG_LEVEL=info", true), ("", false), ("LOG_LEVEL=silent", false)] {
+        let ifname = unique("vlg");
+        let log = dir.file(&format!("{ifname}.log"));
+        let out = ns.sh_out(&format!("env {env} {} {ifname} 2>{}", veil(), log.display()));
+        assert!(out.status.success(), "{test}: {env:?}: the daemon did not start");
+        assert_running(&ns, &ifname);
+        // What the daemon logs after it detached: that it stopped, once its link is gone.
+        ns.sh(&format!("ip link del {ifname}"));
+        assert_gone(&ns, &ifname);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let stopped = format!("{ifname} stopped");
+        assert_eq!(text.contains(&stopped), expect_log, "{test}: {env:?}: the caller's stderr got:\n{text}");
+    }
+}

@@ -368,8 +368,7 @@ fn handshakes_and_rekeys_complete_under_30_percent_loss() {
     // Until both sides have rekeyed enough and the loss has hit a handshake message each way
     // (with about one handshake a second, a few seconds more at most; 0.7^8 of runs would
     // otherwise see no handshake message lost in one direction within eight rekeys).
-    let lost_both_ways =
-        |p: &Lossy| p.relay.a_to_b().dropped_handshakes > 0 && p.relay.b_to_a().dropped_handshakes > 0;
+    let lost_both_ways = |p: &Lossy| p.relay.a_to_b().dropped_handshakes > 0 && p.relay.b_to_a().dropped_handshakes > 0;
     while (times.fewest() < MIN_REKEYS || !lost_both_ways(&p)) && Instant::now() < end && ping.running() {
         times.sample(&p);
         std::thread::sleep(Duration::from_millis(50));

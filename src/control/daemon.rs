@@ -86,8 +86,11 @@ impl Readiness {
 
 /// Detaches into the background. The parent waits until the child reports that the device is
 /// running (exit 0) or why it is not (the message on stderr, exit 1); the child continues in a
-/// new session with standard streams on /dev/null. Must be called before any thread starts.
-fn daemonize() -> Result<Readiness, String> {
+/// new session with standard input and output on /dev/null, and standard error on /dev/null
+/// too unless `keep_log` (the log then goes on to the caller's standard error, as wireguard-go
+/// keeps its streams when `LOG_LEVEL` is set; standard output, which the log does not use, is
+/// not held, so `veil up | tee` ends). Must be called before any thread starts.
+fn daemonize(keep_log: bool) -> Result<Readiness, String> {
     use std::io::Read;
     use std::os::fd::FromRawFd;
     let mut fds = [0i32; 2];
@@ -119,7 +122,7 @@ fn daemonize() -> Result<Readiness, String> {
     unsafe { libc::setsid() };
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
-        for fd in 0..3 {
+        for fd in if keep_log { 0..2 } else { 0..3 } {
             // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
@@ -212,7 +215,7 @@ pub fn run(ifname: &str, options: Options) -> Result<(), String> {
     let listener = bind_uapi(&path)?;
     let our_inode = inode(&path);
     let foreground = options.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
-    let mut readiness = if foreground { Readiness(None) } else { daemonize()? };
+    let mut readiness = if foreground { Readiness(None) } else { daemonize(super::log::asked_for())? };
     // Still one thread: what follows changes it alone, and the threads started later inherit it.
     if let Err(e) = protect(&path, our_inode, user.as_ref()) {
         let _ = std::fs::remove_file(&path);
