@@ -223,13 +223,23 @@ pub fn down_by_name(dir: &Path, name: &str) -> Result<(), String> {
     let state = State::load(dir, name)?;
     if state.owner_alive() && state.owner != std::process::id() {
         signal(state.owner, libc::SIGTERM);
+        // Until the lab's directory is gone, not just its state file: the owner removes the
+        // directory's contents first, and a caller that looks right after we return must find
+        // nothing (as CI once did, between the two).
+        let lab_dir = dir.join(name);
         let until = Instant::now() + Duration::from_secs(15);
-        while dir.join(name).join("state.toml").exists() {
+        while lab_dir.exists() && state.owner_alive() {
             if Instant::now() > until {
                 return Err(format!("the owner of lab {name} (pid {}) did not take it down", state.owner));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        if lab_dir.join("state.toml").exists() {
+            // The owner ended without taking the lab down (killed meanwhile): as for a dead one.
+            state.teardown(dir);
+        }
+        // What an owner that died halfway through removing the directory left behind.
+        let _ = std::fs::remove_dir_all(&lab_dir);
         return Ok(());
     }
     state.teardown(dir);
