@@ -144,14 +144,16 @@ fn a_flood_from_one_source_gets_cookie_replies_and_keeps_no_one_else_out() {
     let to = SocketAddr::new(b_on_f, b.listen_port());
     let stop = TempFile::new("");
     std::fs::remove_file(stop.path()).unwrap();
-    let mut flooder = start_flooder(&lab, "f", to, &b.public_key().unwrap(), 20, stop.path());
+    let mut flooder = start_flooder(&lab, "f", to, &b.public_key().unwrap(), 60, stop.path());
     // Under load: the daemon answers the flood's initiations with cookie replies.
     let loaded = wait_until(Duration::from_secs(10), || {
         let c = counters(&lab, "b", &b_ifname);
         c["under_load"] == true && c["cookies_sent"].as_u64().unwrap_or(0) > 0
     });
     // Now c, which b has never heard from, starts its first handshake; and a's tunnel still works.
-    let c_reached_b = nc.sh_out(&format!("ping -n -c 1 -W 15 {b_tunnel}")).status.success();
+    // Pings repeated within 15 s: one echo (or its reply) may still be lost at b's flooded
+    // socket; the handshake is what must complete.
+    let c_reached_b = nc.ping_until(&b_tunnel, Duration::from_secs(15));
     let a_still = na.ping_until(&b_tunnel, Duration::from_secs(10));
     let during = counters(&lab, "b", &b_ifname);
     // Under load the handshake path spreads over the cores: a second handshake thread runs.

@@ -293,8 +293,12 @@ fn answers(ns: &Netns, addr: &str) -> bool {
     ns.sh_out(&format!("ping -c 1 -W 1 {addr}")).status.success()
 }
 
+/// Asserts (after at most 10 s for a slow daemon to finish) that the interface and its socket
+/// are gone.
 fn gone(m: &Machine, ifname: &str) {
-    let left = m.sh(&format!("ip -br link show {ifname} 2>/dev/null || true; ls /run/wireguard"));
+    let left = || m.sh(&format!("ip -br link show {ifname} 2>/dev/null || true; ls /run/wireguard"));
+    wait_until(Duration::from_secs(10), || left().trim().is_empty());
+    let left = left();
     assert_eq!(left.trim(), "", "{}: {ifname} (its link or socket) is still there after down", m.name);
 }
 

@@ -123,9 +123,9 @@ fn user_option_runs_as_that_user_with_the_same_capabilities() {
     ping_both_ways(na, nb, "as nobody");
 
     let sock = format!("/var/run/wireguard/{}.sock", b.ifname);
-    assert!(b.terminate(Duration::from_secs(3)), "the daemon did not stop on SIGTERM");
+    assert!(b.terminate(Duration::from_secs(10)), "the daemon did not stop on SIGTERM");
     assert!(
-        wait_until(Duration::from_secs(3), || !std::path::Path::new(&sock).exists()),
+        wait_until(Duration::from_secs(10), || !std::path::Path::new(&sock).exists()),
         "{sock} was left behind by a daemon that ran as nobody"
     );
 }
@@ -202,7 +202,7 @@ fn no_key_or_psk_in_the_logs_at_the_most_verbose_level() {
     for (ns, e) in [(na, a), (nb, b)] {
         assert!(ns.sh(&format!("wg showconf {}", e.ifname)).contains(&e.keys.private));
     }
-    assert!(a.terminate(Duration::from_secs(3)) && b.terminate(Duration::from_secs(3)));
+    assert!(a.terminate(Duration::from_secs(10)) && b.terminate(Duration::from_secs(10)));
 
     let logs = [("a", a.log_text()), ("b", b.log_text())];
     let count = |needle: &str| logs.iter().map(|(_, l)| l.matches(needle).count()).sum::<usize>();
