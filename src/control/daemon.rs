@@ -198,7 +198,8 @@ pub struct Options {
 pub fn run(ifname: &str, options: Options) -> Result<(), String> {
     check_ifname(ifname)?;
     let config = config_from_env()?;
-    super::log::init(super::log::level_from_env()?);
+    let log_level = super::log::level_from_env()?;
+    super::log::init(log_level);
     let user_name = options.user.or_else(|| std::env::var("VEIL_USER").ok().filter(|u| !u.is_empty()));
     let user = user_name.as_deref().map(User::lookup).transpose()?;
     let metrics_listen = options
@@ -215,7 +216,7 @@ pub fn run(ifname: &str, options: Options) -> Result<(), String> {
     let listener = bind_uapi(&path)?;
     let our_inode = inode(&path);
     let foreground = options.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
-    let mut readiness = if foreground { Readiness(None) } else { daemonize(super::log::asked_for())? };
+    let mut readiness = if foreground { Readiness(None) } else { daemonize(super::log::asked_for(log_level))? };
     // Still one thread: what follows changes it alone, and the threads started later inherit it.
     if let Err(e) = protect(&path, our_inode, user.as_ref()) {
         let _ = std::fs::remove_file(&path);

@@ -13,12 +13,12 @@ pub fn level_from_env() -> Result<LevelFilter, String> {
     }
 }
 
-/// Whether the user asked for a log: `LOG_LEVEL` set to anything but `silent`. A detached
-/// daemon then keeps writing to the standard error it was started with, as wireguard-go does;
-/// otherwise its log goes nowhere (under a service manager it stays in the foreground instead,
-/// see docs/install.md).
-pub fn asked_for() -> bool {
-    std::env::var("LOG_LEVEL").ok().and_then(|v| parse_level(&v)).is_some_and(|l| l != LevelFilter::OFF)
+/// Whether the user asked for a log: `LOG_LEVEL` set, to `level` (from [`level_from_env`]),
+/// which is not `silent`. A detached daemon then keeps writing to the standard error it was
+/// started with, as wireguard-go does; otherwise its log goes nowhere (under a service manager
+/// it stays in the foreground instead, see docs/install.md).
+pub fn asked_for(level: LevelFilter) -> bool {
+    level != LevelFilter::OFF && std::env::var_os("LOG_LEVEL").is_some()
 }
 
 fn parse_level(v: &str) -> Option<LevelFilter> {

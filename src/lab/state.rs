@@ -234,13 +234,12 @@ pub fn down_by_name(dir: &Path, name: &str) -> Result<(), String> {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if lab_dir.join("state.toml").exists() {
-            // The owner ended without taking the lab down (killed meanwhile): as for a dead one.
-            state.teardown(dir);
+        if !lab_dir.join("state.toml").exists() {
+            // What an owner that died halfway through removing the directory left behind.
+            let _ = std::fs::remove_dir_all(&lab_dir);
+            return Ok(());
         }
-        // What an owner that died halfway through removing the directory left behind.
-        let _ = std::fs::remove_dir_all(&lab_dir);
-        return Ok(());
+        // The owner ended without taking the lab down (killed meanwhile): as for a dead one.
     }
     state.teardown(dir);
     Ok(())
