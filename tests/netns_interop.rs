@@ -88,6 +88,8 @@ fn interop(p: Impl, veil_initiates: bool, psk: bool) {
         ports: [VEIL_PORT, PEER_PORT],
         psk,
         dialer: Some(if veil_initiates { "a" } else { "b" }),
+        // Debug logs (veil's LOG_LEVEL, the others' WG_LOG_LEVEL), shown only when a check fails.
+        env: "LOG_LEVEL=debug WG_LOG_LEVEL=debug NO_COLOR=1",
         ..PairSpec::default()
     });
     let (nv, np, v, q) = (&pair.na, &pair.nb, &pair.a, &pair.b);
@@ -111,14 +113,22 @@ fn interop(p: Impl, veil_initiates: bool, psk: bool) {
     assert_eq!(latest_handshake(np, &q.ifname), 0, "{test}: {p:?} handshake before any traffic");
 
     // The initiator's first ping starts the handshake.
-    assert!(ini.0.ping_until(resp.1, STEP_LIMIT), "{test}: initiator's first IPv4 ping (handshake) never answered");
-    assert!(ini.0.ping(resp.1, 3), "{test}: IPv4 ping initiator -> responder");
+    assert!(
+        ini.0.ping_until(resp.1, STEP_LIMIT),
+        "{test}: initiator's first IPv4 ping (handshake) never answered{}",
+        pair.report()
+    );
+    assert!(ini.0.ping(resp.1, 3), "{test}: IPv4 ping initiator -> responder{}", pair.report());
     // The responder's first ping back is retried for a few seconds, as in netns_datapath's
     // tunnel_up (once lost there against gotatun under CI's load, not reproduced alone: 0 of 25
     // labs and 0 of 32 of these tests on a quiet machine, 2026-11-30).
-    assert!(resp.0.ping_until(ini.1, Duration::from_secs(5)), "{test}: IPv4 ping responder -> initiator");
-    assert!(resp.0.ping(ini.1, 3), "{test}: IPv4 pings responder -> initiator");
-    assert!(ini.0.ping(resp.2, 3), "{test}: IPv6 ping initiator -> responder");
+    assert!(
+        resp.0.ping_until(ini.1, Duration::from_secs(5)),
+        "{test}: IPv4 ping responder -> initiator{}",
+        pair.report()
+    );
+    assert!(resp.0.ping(ini.1, 3), "{test}: IPv4 pings responder -> initiator{}", pair.report());
+    assert!(ini.0.ping(resp.2, 3), "{test}: IPv6 ping initiator -> responder{}", pair.report());
 
     bulk(ini.0, resp.0, resp.1, &test);
 

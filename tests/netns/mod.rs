@@ -483,6 +483,29 @@ pub fn lab_pair(spec: PairSpec) -> LabPair {
 }
 
 impl LabPair {
+    /// What a failed check should show: for each node, `wg show` of its interface (any
+    /// implementation), veil's counters (`veil show --json`, veil nodes only) and the last lines of
+    /// the daemon's log.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for (node, ns, t) in [("a", &self.na, &self.a), ("b", &self.nb, &self.b)] {
+            let wg = ns.sh_out(&format!("wg show {}", t.ifname));
+            out += &format!("\n--- node {node}: wg show {}\n{}", t.ifname, String::from_utf8_lossy(&wg.stdout));
+            let json = ns.sh_out(&format!("{} show --json {}", veil_bin().display(), t.ifname));
+            if json.status.success() {
+                out += &format!("--- node {node}: veil show --json\n{}\n", String::from_utf8_lossy(&json.stdout));
+            }
+            let log = std::fs::read_to_string(&t.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            out += &format!("--- node {node}: log (last {} lines)\n", tail.len());
+            for line in tail.iter().rev() {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Brings up `topology`, a [`pair_topology`] perhaps with more nodes and links.
     pub fn up(topology: &Topology) -> LabPair {
         let lab = lab_up(topology);
