@@ -302,7 +302,10 @@ fn tun_moved_to_another_namespace_after_start_still_carries_traffic() {
     // padding follows at once (it used to keep the old MTU for good). 1352 bytes of ICMP payload
     // make 1380-byte packets: 16 + 1380 + 16 bytes of UDP payload, not 1392 padded.
     ny.sh(&format!("ip link set dev {} mtu 1380", m.ifname));
-    std::thread::sleep(Duration::from_millis(50));
+    // Time for the daemon's netlink thread to see the change (this daemon's log is a pipe the
+    // test does not read, so it cannot be asked as in netns_tunnel; a few ms when the machine is
+    // idle, 500 ms leaves room for a loaded one).
+    std::thread::sleep(Duration::from_millis(500));
     let mut dump = Capture::start(nx, veth, "udp and src host 10.83.0.1 and udp[8] = 4 and greater 1300");
     assert!(ping_all(&ny, "-M do 10.77.0.2", 3, 1352), "full-size pings at the new MTU");
     dump.stop();

@@ -354,12 +354,15 @@ fn an_mtu_lowered_after_start_caps_the_padding() {
     if !require_root("an_mtu_lowered_after_start_caps_the_padding") {
         return;
     }
-    let p = pair_with("10.8.0.1/24", "10.8.0.2/24", None, None, "");
+    // At debug level the daemon logs each MTU it takes from the link.
+    let p = pair_with("10.8.0.1/24", "10.8.0.2/24", None, None, "LOG_LEVEL=debug");
     assert!(p.na.ping_until("10.9.0.2", Duration::from_secs(10)), "tunnel up");
     p.na.sh(&format!("ip link set dev {} mtu 1380", p.a.ifname));
     // veil follows the link's changes as they happen (it used to read the MTU again at most
-    // once a second): the very next packets are capped.
-    std::thread::sleep(Duration::from_millis(50));
+    // once a second): once its netlink thread has seen the change, the very next packets are
+    // capped.
+    let seen = wait_until(Duration::from_secs(10), || p.a.log_text().contains("the tunnel's MTU is now 1380"));
+    assert!(seen, "a's daemon never took the new MTU:\n{}", p.a.log_text());
     let mut dump = Capture::start(&p.na, &p.veth_a, "udp and src host 10.8.0.1 and udp[8] = 4 and greater 1300");
     // 1352 bytes of ICMP payload make 1380-byte IP packets: exactly the new MTU. Padding to a
     // multiple of 16 would make 1392, but never past the MTU: 16 + 1380 + 16 bytes of UDP payload.
