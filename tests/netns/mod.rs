@@ -680,6 +680,33 @@ impl Capture {
         self.proc.terminate(Duration::from_secs(5));
     }
 
+    /// For a failure report: each captured WireGuard datagram's time, addresses and length, then
+    /// the bytes that name it (IP 16-47: the UDP header, the message type, and for data the
+    /// receiver index and counter), at most the last `max` datagrams.
+    pub fn wire(&self, max: usize) -> String {
+        let o = sh_out(&format!("tcpdump -n -tt -x -r {} 2>/dev/null", self.file.path()));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let mut packets: Vec<String> = Vec::new();
+        for line in text.lines() {
+            let hex = line.trim_start();
+            if !line.starts_with(char::is_whitespace) {
+                packets.push(line.to_string());
+            } else if (hex.starts_with("0x0010:") || hex.starts_with("0x0020:"))
+                && let Some(p) = packets.last_mut()
+            {
+                p.push_str("\n    ");
+                p.push_str(hex);
+            }
+        }
+        let skip = packets.len().saturating_sub(max);
+        format!(
+            "\n--- wire ({} datagrams, the last {} shown)\n{}\n",
+            packets.len(),
+            packets.len() - skip,
+            packets[skip..].join("\n")
+        )
+    }
+
     /// tcpdump's one-line summaries of the captured packets that `filter` matches.
     pub fn lines(&self, filter: &str) -> Vec<String> {
         let o = sh_out(&format!("tcpdump -n -r {} '{filter}' 2>/dev/null", self.file.path()));
