@@ -70,6 +70,13 @@ pub struct NodeSpec {
     /// (e.g. `["wireguard-go", "-f", "{if}"]`); veil itself if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<Vec<String>>,
+    /// Text the daemon writes to its log once it can be configured: the lab waits for it (up to
+    /// 10 s) before its first UAPI connection. For a daemon that opens its UAPI socket before it
+    /// can serve it: gotatun 0.10 aborts its start when a client connects in between (its
+    /// `DeviceBuilder::build` panics, "lock is not taken"); it logs "started successfully" once
+    /// past that point. Absent: the socket accepting is enough (veil, wireguard-go, boringtun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
 }
 
 /// A veth link between two nodes.
@@ -160,6 +167,8 @@ pub struct PlannedTunnel {
     pub daemon: Option<Vec<String>>,
     /// The daemon's environment (the lab's, then the node's).
     pub env: BTreeMap<String, String>,
+    /// What the daemon logs once it can be configured ([`NodeSpec::ready`]).
+    pub ready: Option<String>,
     /// One per tunnel the node is in.
     pub peers: Vec<PlannedPeer>,
 }
@@ -368,6 +377,9 @@ impl Topology {
         if daemon.as_ref().is_some_and(Vec::is_empty) {
             return Err(format!("node {:?}: `daemon` is empty", spec.name));
         }
+        if spec.ready.as_deref() == Some("") {
+            return Err(format!("node {:?}: `ready` is empty", spec.name));
+        }
         let mut env = self.env.clone();
         env.extend(spec.env.clone());
         Ok(PlannedTunnel {
@@ -377,6 +389,7 @@ impl Topology {
             mtu: spec.mtu.unwrap_or(DEFAULT_MTU),
             daemon,
             env,
+            ready: spec.ready.clone(),
             peers: Vec::new(),
         })
     }
@@ -425,6 +438,22 @@ dialer = "a"
         let allowed: Vec<String> = b.peers[0].allowed_ips.iter().map(ToString::to_string).collect();
         assert_eq!(allowed, ["10.100.0.1/32", "fd00:100::1/128", "192.168.1.0/24"]);
         assert_eq!((a.peers[0].psk, plan.psks.clone()), (Some(0), vec![true]));
+    }
+
+    #[test]
+    fn a_daemons_ready_text_reaches_the_plan_and_may_not_be_empty() {
+        let with = |ready: &str| {
+            TWO.replace(
+                "name = \"b\"\n",
+                &format!("name = \"b\"\ndaemon = [\"gotatun\", \"-f\", \"{{if}}\"]\nready = \"{ready}\"\n"),
+            )
+        };
+        let plan = Topology::from_toml(&with("started successfully")).unwrap().plan().unwrap();
+        let (a, b) = (plan.nodes[0].tunnel.as_ref().unwrap(), plan.nodes[1].tunnel.as_ref().unwrap());
+        assert_eq!((a.ready.as_deref(), b.ready.as_deref()), (None, Some("started successfully")));
+        assert_eq!(b.daemon.as_deref(), Some(&["gotatun".to_string(), "-f".into(), "wg-b".into()][..]));
+        let err = Topology::from_toml(&with("")).unwrap().plan().unwrap_err();
+        assert!(err.contains("`ready` is empty"), "{err}");
     }
 
     #[test]

@@ -453,6 +453,7 @@ pub fn pair_topology(spec: PairSpec) -> Topology {
             mtu: Some(spec.inner_mtu),
             daemon,
             env,
+            ready: spec.imp[i].lab_ready(),
             ..NodeSpec::default()
         }
     };
@@ -560,6 +561,13 @@ impl Impl {
             Impl::Boringtun => have("boringtun-cli"),
             Impl::Gotatun => have("gotatun"),
         }
+    }
+
+    /// What the daemon logs once it can be configured, for the lab to wait for
+    /// (`NodeSpec::ready`): gotatun 0.10 opens its UAPI socket before it can serve it and dies
+    /// when a client connects in between (seen once in 291 runs of its interop tests, 2026-11-30).
+    pub fn lab_ready(self) -> Option<String> {
+        (self == Impl::Gotatun).then(|| "GotaTun started successfully".to_string())
     }
 
     /// The daemon a lab node runs for this implementation (None: veil) and its environment.
