@@ -280,6 +280,20 @@ wait_sock() {
     [ -S "$1" ]
 }
 
+# For gotatun, also waits (bounded, 5 s) until daemon $3 has logged, in interface $2's log, that
+# it started: gotatun 0.10 opens its UAPI socket before its device is built and dies if a client
+# connects in between (docs/lab.md, `ready`). Other implementations: at once.
+wait_ready() {
+    local n
+    [ "$1" = gotatun ] || return 0
+    for n in $(seq 1 5000); do
+        grep -q "started successfully" "$WORK/$2.log" 2>/dev/null && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.001
+    done
+    return 1
+}
+
 # Waits (bounded, 2 s) until link $2 in namespace $1 is up (a fresh veth drops early packets).
 wait_link_up() {
     local n
@@ -480,7 +494,8 @@ run_one() {
         PIDB="$DAEMON_PID"
         LIVE_PIDS+=("$PIDB")
         if ! wait_sock "/var/run/wireguard/$tuna.sock" "$PIDA" \
-            || ! wait_sock "/var/run/wireguard/$tunb.sock" "$PIDB"; then
+            || ! wait_sock "/var/run/wireguard/$tunb.sock" "$PIDB" \
+            || ! wait_ready "$impl" "$tuna" "$PIDA" || ! wait_ready "$impl" "$tunb" "$PIDB"; then
             problem "daemon-did-not-start"
         else
             res ready_ms "$(( ($(now_us) - t0) / 1000 ))"
