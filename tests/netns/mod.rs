@@ -488,15 +488,19 @@ impl LabPair {
     /// implementation), veil's counters (`veil show --json`, veil nodes only) and the last lines of
     /// the daemon's log.
     pub fn report(&self) -> String {
+        let sides = [("a", &self.na, &self.a), ("b", &self.nb, &self.b)];
+        // The logs first, as they were when the check failed (the queries below add to them).
+        let logs: Vec<String> =
+            sides.iter().map(|(_, _, t)| std::fs::read_to_string(&t.log).unwrap_or_default()).collect();
         let mut out = String::new();
-        for (node, ns, t) in [("a", &self.na, &self.a), ("b", &self.nb, &self.b)] {
+        for ((node, ns, t), log) in sides.iter().zip(&logs) {
             let wg = ns.sh_out(&format!("wg show {}", t.ifname));
             out += &format!("\n--- node {node}: wg show {}\n{}", t.ifname, String::from_utf8_lossy(&wg.stdout));
-            let json = ns.sh_out(&format!("{} show --json {}", veil_bin().display(), t.ifname));
-            if json.status.success() {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", t.pid)).unwrap_or_default();
+            if comm.starts_with("veil") {
+                let json = ns.sh_out(&format!("{} show --json {}", veil_bin().display(), t.ifname));
                 out += &format!("--- node {node}: veil show --json\n{}\n", String::from_utf8_lossy(&json.stdout));
             }
-            let log = std::fs::read_to_string(&t.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             out += &format!("--- node {node}: log (last {} lines)\n", tail.len());
             for line in tail.iter().rev() {
