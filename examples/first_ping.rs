@@ -8,8 +8,14 @@
 //!
 //! ```text
 //! first_ping --ns-a NS --ns-b NS --underlay-a 10.98.0.1 --underlay-b 10.98.0.2 \
-//!            --if-a wgA --if-b wgB --log-a FILE --log-b FILE -- [NAME=VALUE...] PROGRAM ARGS...
+//!            --if-a wgA --if-b wgB --log-a FILE --log-b FILE [--ready TEXT] \
+//!            -- [NAME=VALUE...] PROGRAM ARGS...
 //! ```
+//!
+//! With `--ready TEXT` a daemon's UAPI socket is used only once TEXT is in its log (5 s at
+//! most): gotatun 0.10 opens its socket before its device is built, and a client that connects
+//! in between makes it panic, so for gotatun the harness must wait for "started successfully"
+//! (the lab's `ready`, docs/lab.md).
 //!
 //! In PROGRAM's arguments `{if}` is replaced by the interface name. The namespaces must exist
 //! and reach each other at the underlay addresses (port 51820 on both). The tunnel addresses
@@ -44,7 +50,7 @@ struct Side {
 }
 
 fn main() {
-    let (a, b, env, program) = match parse(std::env::args().skip(1).collect()) {
+    let (a, b, ready, env, program) = match parse(std::env::args().skip(1).collect()) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("first_ping: {e}");
@@ -52,7 +58,7 @@ fn main() {
         }
     };
     let mut children = Vec::new();
-    match run(&a, &b, &env, &program, &mut children) {
+    match run(&a, &b, ready.as_deref(), &env, &program, &mut children) {
         Ok((ready, configured, reply)) => {
             println!("{} {} {ready} {configured} {reply}", children[0].id(), children[1].id());
             let _ = std::io::stdout().flush();
@@ -73,7 +79,7 @@ fn main() {
     }
 }
 
-type Parsed = (Side, Side, Vec<(String, String)>, Vec<String>);
+type Parsed = (Side, Side, Option<String>, Vec<(String, String)>, Vec<String>);
 
 fn parse(args: Vec<String>) -> Result<Parsed, String> {
     let split = args.iter().position(|a| a == "--").ok_or("no `-- PROGRAM ARGS...`")?;
@@ -92,6 +98,13 @@ fn parse(args: Vec<String>) -> Result<Parsed, String> {
             tunnel,
         })
     };
+    let ready = match opts.iter().position(|o| o == "--ready") {
+        Some(i) => match opts.get(i + 1) {
+            Some(text) if !text.is_empty() => Some(text.clone()),
+            _ => return Err("--ready needs a non-empty text".into()),
+        },
+        None => None,
+    };
     let a = side("a", Ipv4Addr::new(10, 99, 0, 1))?;
     let b = side("b", Ipv4Addr::new(10, 99, 0, 2))?;
     let vars = rest.iter().take_while(|w| w.contains('=') && !w.starts_with('/')).count();
@@ -106,12 +119,13 @@ fn parse(args: Vec<String>) -> Result<Parsed, String> {
     if program.is_empty() {
         return Err("no PROGRAM after `--`".into());
     }
-    Ok((a, b, env, program))
+    Ok((a, b, ready, env, program))
 }
 
 fn run(
     a: &Side,
     b: &Side,
+    ready_text: Option<&str>,
     env: &[(String, String)],
     program: &[String],
     children: &mut Vec<Child>,
@@ -151,6 +165,9 @@ fn run(
 
     let mut uapi = Vec::new();
     for (i, side) in [a, b].into_iter().enumerate() {
+        if let Some(text) = ready_text {
+            wait_for_log(&side.log, text, &mut children[i])?;
+        }
         uapi.push(connect(&side.ifname, &mut children[i])?);
     }
     let ready = t0.elapsed().as_micros();
@@ -216,6 +233,23 @@ fn connect(ifname: &str, child: &mut Child) -> Result<UnixStream, String> {
             return Err(format!("{path} did not accept within 5 s"));
         }
         std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Waits until the daemon's log file `log` holds `text` (read every 1 ms, 5 s at most).
+fn wait_for_log(log: &str, text: &str, child: &mut Child) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if std::fs::read_to_string(log).is_ok_and(|l| l.contains(text)) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the daemon logging to {log} exited: {status}"));
+        }
+        if Instant::now() > until {
+            return Err(format!("{log} did not say {text:?} within 5 s"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -456,11 +456,13 @@ run_one() {
     if [ "$impl" != bare ] && [ "$npeers" = 0 ] && [ "$STARTUP_TOOLS" = 0 ]; then
         # Started, configured and first pinged by examples/first_ping, which stays the
         # daemons' parent (and reaps them) until they are stopped.
-        local words=() fpout="$WORK/$tuna.first-ping" fp n
+        local words=() ready=() fpout="$WORK/$tuna.first-ping" fp n
         read -r -a words <<<"$(impl_words "$impl")"
+        # gotatun is configured only once it says it has started (see wait_ready).
+        [ "$impl" = gotatun ] && ready=(--ready "started successfully")
         "$FIRST_PING" --ns-a "$nsa" --ns-b "$nsb" --underlay-a 10.98.0.1 --underlay-b 10.98.0.2 \
             --if-a "$tuna" --if-b "$tunb" --log-a "$WORK/$tuna.log" --log-b "$WORK/$tunb.log" \
-            -- "${words[@]}" >"$fpout" 2>"$WORK/$tuna.first-ping.err" &
+            "${ready[@]}" -- "${words[@]}" >"$fpout" 2>"$WORK/$tuna.first-ping.err" &
         fp=$!
         for n in $(seq 1 1500); do
             [ -s "$fpout" ] && break
