@@ -225,14 +225,15 @@ fn metrics_endpoint_is_off_by_default_and_serves_when_asked() {
             assert!(!names.is_empty() && !names.iter().any(|t| t.contains("metrics")), "{names:?}");
         }
     }
-    // On when asked: a through the environment (the wg-quick path), b on the command line.
-    let pair = busy_pair_with(["VEIL_METRICS_LISTEN=127.0.0.1:9586", ""], [&[], &["--metrics-listen", "[::1]:9587"]]);
+    // On when asked: a through the environment (the wg-quick path), b on the command line and
+    // on a port below 1024, which the daemon binds after it has dropped its privileges.
+    let pair = busy_pair_with(["VEIL_METRICS_LISTEN=127.0.0.1:9586", ""], [&[], &["--metrics-listen", "[::1]:987"]]);
     let (na, nb, a, b) = (&pair.na, &pair.nb, &pair.a, &pair.b);
     assert!(listening(na).contains("127.0.0.1:9586"), "{}", listening(na));
-    assert!(listening(nb).contains("[::1]:9587"), "{}", listening(nb));
+    assert!(listening(nb).contains("[::1]:987"), "{}", listening(nb));
     for (ns, url, own, peer, allowed) in [
         (na, "http://127.0.0.1:9586/metrics", a, b, "10.62.0.2/32,10.63.0.0/16"),
-        (nb, "http://[::1]:9587/metrics", b, a, "10.62.0.1/32"),
+        (nb, "http://[::1]:987/metrics", b, a, "10.62.0.1/32"),
     ] {
         let head = ns.sh(&format!("curl -sf -D - -o /dev/null {url}"));
         assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
@@ -242,6 +243,8 @@ fn metrics_endpoint_is_off_by_default_and_serves_when_asked() {
         let missing =
             ns.sh_out(&format!("curl -s -o /dev/null -w '%{{http_code}}' {}", url.replace("/metrics", "/other")));
         assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+        let posted = ns.sh_out(&format!("curl -s -o /dev/null -w '%{{http_code}}' -X POST {url}"));
+        assert_eq!(String::from_utf8_lossy(&posted.stdout), "405", "only GET and HEAD at {url}");
     }
 }
 

@@ -18,9 +18,12 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Binds `addr` and serves the device's metrics there from a thread of its own (tiny_http adds
-/// its accept thread).
+/// its accept thread). A port below 1024 is bound the way the tunnel's is, with
+/// CAP_NET_BIND_SERVICE raised for the bind alone (`sys::privileges::binding`), since by now
+/// the daemon has dropped it from its effective set.
 pub fn serve(addr: SocketAddr, device: Device, ifname: String) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+    let server = crate::sys::privileges::binding(addr.port(), || tiny_http::Server::http(addr))
+        .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
     if !addr.ip().is_loopback() {
         tracing::warn!("metrics are served on {addr}, not a loopback address: anyone who reaches it sees the peers");
     }
@@ -37,7 +40,7 @@ pub fn serve(addr: SocketAddr, device: Device, ifname: String) -> Result<(), Str
                         iface.name = ifname.clone();
                         tiny_http::Response::from_string(metrics::render(&[iface])).with_header(content_type.clone())
                     }
-                    (_, true) => tiny_http::Response::from_string("only GET\n").with_status_code(405),
+                    (_, true) => tiny_http::Response::from_string("only GET and HEAD\n").with_status_code(405),
                     _ => tiny_http::Response::from_string("metrics are at /metrics\n").with_status_code(404),
                 };
                 let _ = request.respond(response);
