@@ -12,8 +12,8 @@ use veil::noise::keys::hex;
 use veil::noise::{PresharedKey, StaticSecret};
 use veil::status::{self, Interface};
 
-/// A `get` answer with every field set (`full`) or none of the optional ones (and without
-/// veil's counters), read back.
+/// A `get` answer with every field set (`full`; the second peer without a session) or none of
+/// the optional ones (and without veil's counters), read back.
 fn sample(full: bool) -> (Interface, StaticSecret, PresharedKey) {
     let secret = StaticSecret::from_bytes([0x5a; 32]);
     let psk = PresharedKey::from_bytes([0xc3; 32]);
@@ -27,7 +27,8 @@ fn sample(full: bool) -> (Interface, StaticSecret, PresharedKey) {
         rx_bytes: 1,
         tx_bytes: 2,
         counters: Some(status::PeerCounters {
-            session_age_ms: full.then_some(1500),
+            // The second peer has counters but no session: its age is null.
+            session_age_ms: (full && n == 1).then_some(1500),
             ..status::PeerCounters::default()
         }),
     };
