@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
@@ -75,20 +75,53 @@ pub fn set_on(stream: &mut UnixStream, request: &str) -> Result<(), String> {
 /// `log`, where the daemon wrote its output, trimmed), or `limit` passed. The child is only
 /// polled (`try_wait`), never waited for or killed.
 pub fn connect_while_alive(path: &Path, child: &mut Child, log: &Path, limit: Duration) -> Result<UnixStream, String> {
+    poll_while_alive(child, limit, Duration::from_micros(200), || UnixStream::connect(path).ok()).map_err(|exited| {
+        match exited {
+            Some(status) => format!("the daemon for {} exited ({status}): {}", path.display(), said(log)),
+            None => format!("{} did not accept within {} s", path.display(), limit.as_secs()),
+        }
+    })
+}
+
+/// Waits until the log of a daemon just started as `child` (`log`, where it writes its output)
+/// contains `text`, read every 1 ms for up to `limit`: for a daemon that opens its socket before
+/// it can serve it (`lab::topology::NodeSpec::ready`). Errors: the child exited first, or
+/// `limit` passed; both quote the log, trimmed.
+pub fn wait_for_log(child: &mut Child, log: &Path, text: &str, limit: Duration) -> Result<(), String> {
+    let logged = || std::fs::read_to_string(log).is_ok_and(|l| l.contains(text)).then_some(());
+    poll_while_alive(child, limit, Duration::from_millis(1), logged).map_err(|exited| match exited {
+        Some(status) => format!("the daemon exited ({status}) before logging {text:?}: {}", said(log)),
+        None => format!("the daemon did not log {text:?} within {} s: {}", limit.as_secs(), said(log)),
+    })
+}
+
+/// Calls `attempt` every `every` until it gives a value, while `child` runs, for up to `limit`.
+/// Errors: `Some(status)` when the child exited first, `None` when `limit` passed. The child is
+/// only polled (`try_wait`), never waited for or killed.
+pub fn poll_while_alive<T>(
+    child: &mut Child,
+    limit: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Result<T, Option<ExitStatus>> {
     let until = Instant::now() + limit;
     loop {
-        if let Ok(s) = UnixStream::connect(path) {
-            return Ok(s);
+        if let Some(value) = attempt() {
+            return Ok(value);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("the daemon for {} exited ({status}): {}", path.display(), said.trim()));
+            return Err(Some(status));
         }
         if Instant::now() > until {
-            return Err(format!("{} did not accept within {} s", path.display(), limit.as_secs()));
+            return Err(None);
         }
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(every);
     }
+}
+
+/// What a daemon wrote to `log`, trimmed, for an error message.
+fn said(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default().trim().to_string()
 }
 
 /// The full `get=1` answer, secrets included (for `veil down` with SaveConfig).

@@ -356,7 +356,7 @@ impl Lab {
             let path = self.state.socket_dir.join(format!("{}.sock", t.ifname));
             let child = self.daemons[i].as_mut().expect("a tunnel node has a daemon");
             if let Some(text) = &t.ready {
-                wait_for_log(child, &self.nodes[i].log, text, START_LIMIT)
+                uapi_client::wait_for_log(child, &self.nodes[i].log, text, START_LIMIT)
                     .map_err(|e| format!("{} in {}: {e}", t.ifname, n.name))?;
             }
             let mut conn = uapi_client::connect_while_alive(&path, child, &self.nodes[i].log, START_LIMIT)?;
@@ -534,23 +534,4 @@ pub fn summary(lab: &Lab) -> String {
         out += &format!("{:<12} netns {ns}{tunnel}  links: {}\n", n.name(), veths.join(", "));
     }
     out
-}
-
-/// Waits until the daemon's log (`log`) contains `text` ([`topology::NodeSpec::ready`]). Errors
-/// if the daemon exits first (with what it logged) or `limit` passes.
-fn wait_for_log(child: &mut Child, log: &Path, text: &str, limit: Duration) -> Result<(), String> {
-    let until = Instant::now() + limit;
-    loop {
-        let said = std::fs::read_to_string(log).unwrap_or_default();
-        if said.contains(text) {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the daemon exited ({status}) before logging {text:?}: {}", said.trim()));
-        }
-        if Instant::now() > until {
-            return Err(format!("the daemon did not log {text:?} within {} s: {}", limit.as_secs(), said.trim()));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
