@@ -280,14 +280,22 @@ wait_sock() {
     [ -S "$1" ]
 }
 
-# For gotatun, also waits (bounded, 5 s) until daemon $3 has logged, in interface $2's log, that
-# it started: gotatun 0.10 opens its UAPI socket before its device is built and dies if a client
-# connects in between (docs/lab.md, `ready`). Other implementations: at once.
+# What implementation $1 logs once it can be configured, empty when its socket accepting is
+# enough: gotatun 0.10 opens its UAPI socket before its device is built and dies if a client
+# connects in between (docs/lab.md, `ready`).
+ready_text() {
+    [ "$1" = gotatun ] && echo "started successfully"
+    return 0
+}
+
+# Waits (bounded, 5 s) until daemon $3 of implementation $1 has logged its ready_text in
+# interface $2's log. Implementations without one: at once.
 wait_ready() {
-    local n
-    [ "$1" = gotatun ] || return 0
+    local n text
+    text="$(ready_text "$1")"
+    [ -n "$text" ] || return 0
     for n in $(seq 1 5000); do
-        grep -q "started successfully" "$WORK/$2.log" 2>/dev/null && return 0
+        grep -qF "$text" "$WORK/$2.log" 2>/dev/null && return 0
         kill -0 "$3" 2>/dev/null || return 1
         sleep 0.001
     done
@@ -456,10 +464,11 @@ run_one() {
     if [ "$impl" != bare ] && [ "$npeers" = 0 ] && [ "$STARTUP_TOOLS" = 0 ]; then
         # Started, configured and first pinged by examples/first_ping, which stays the
         # daemons' parent (and reaps them) until they are stopped.
-        local words=() ready=() fpout="$WORK/$tuna.first-ping" fp n
+        local words=() ready=() text fpout="$WORK/$tuna.first-ping" fp n
         read -r -a words <<<"$(impl_words "$impl")"
-        # gotatun is configured only once it says it has started (see wait_ready).
-        [ "$impl" = gotatun ] && ready=(--ready "started successfully")
+        # A daemon that says when it can be configured is configured only then (ready_text).
+        text="$(ready_text "$impl")"
+        [ -n "$text" ] && ready=(--ready "$text")
         "$FIRST_PING" --ns-a "$nsa" --ns-b "$nsb" --underlay-a 10.98.0.1 --underlay-b 10.98.0.2 \
             --if-a "$tuna" --if-b "$tunb" --log-a "$WORK/$tuna.log" --log-b "$WORK/$tunb.log" \
             "${ready[@]}" -- "${words[@]}" >"$fpout" 2>"$WORK/$tuna.first-ping.err" &
